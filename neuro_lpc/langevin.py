@@ -1,0 +1,245 @@
+"""Langevin samplers for p(z | x; theta): ULA (paper eq. 5), Adam-preconditioned ULA (Algorithm 1) and MALA.
+
+ULA (eq. 5), at temperature T (T = 1 is the paper's sampler):
+    z(t) = z(t-1) + gamma G s(t-1) + sqrt(2 gamma T G) n,   n ~ N(0, I),   s = grad_z log p(x, z)
+Preconditioning (Algorithm 1, Adam's second moment with decay beta):
+    m(t) = beta m(t-1) + (1 - beta) s(t-1)^2,   m_hat = sqrt(m(t) / (1 - beta^t)),   G = 1 / (m_hat + delta)
+Without preconditioning G = 1.  Ambiguities of the paper, decided here (docs/design.md):
+  (a) Algorithm 1 prints the noise as N(0, 2 gamma m_hat); for the drift gamma G s the noise whose
+      invariant density is the posterior (ignoring the Gamma term, eq. 18-20) is N(0, 2 gamma G).
+      Default ``noise="correct"``; ``noise="literal"`` gives the printed form.
+  (b) ``precondition=None`` or ``0`` means *off* (the appendix's "beta = 0 (no preconditioning)").
+  (c) The decoder gradient is the average over the chain (eq. 8), not the sum.
+MALA (``metropolis=True``): the same proposal with G = 1 and a Metropolis-Hastings correction, the exact
+baseline reviewers ask for; sampling only.
+
+Training use: with ``accumulate_grad=True`` each step does ONE backward of log p(x, z(t-1)) that gives
+both the drift s and grad_theta log p(x, z(t-1)) (accumulated in the parameters' ``.grad``; constant
+memory in T).  At the end ``.grad`` holds ``grad_scale`` times the sum, by default -1/(B T): the
+gradient of the loss -(1/B) sum_b (1/T) sum_t log p(x_b, z_b(t-1)) (eq. 8).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+
+from .errors import DivergenceError
+from .model import GenerativeModel
+
+NOISE_FORMS = ("correct", "literal")
+
+
+@dataclass
+class SampleResult:
+    """Output of ``LangevinSampler.sample``.
+
+    z: final state (B, d).  Traces hold the state after every ``record_every``-th step:
+    z_trace (R, B, d), log_joint_trace (R, B), score_norm_trace (R, B), t (R,) step numbers, R = steps // record_every.
+    z_sum / z_sqsum: sums of z(t) and z(t)^2 over t = 1..T (for the forward-KL objective), when tracked.
+    accept_rate: (B,) MALA acceptance rates.
+    """
+
+    z: torch.Tensor
+    steps: int
+    t: torch.Tensor | None = None
+    z_trace: torch.Tensor | None = None
+    log_joint_trace: torch.Tensor | None = None
+    score_norm_trace: torch.Tensor | None = None
+    z_sum: torch.Tensor | None = None
+    z_sqsum: torch.Tensor | None = None
+    accept_rate: torch.Tensor | None = None
+
+
+def _raise_divergence(z: torch.Tensor, step: int, what: str = "Langevin chain") -> None:
+    bad = (~torch.isfinite(z)).nonzero()
+    chain, unit = (int(bad[0, 0]), int(bad[0, 1])) if len(bad) else (None, None)
+    raise DivergenceError(
+        f"{what} diverged at step {step}: non-finite z in chain {chain}, latent unit {unit} "
+        f"(try a smaller step size or preconditioning)",
+        step=step, chain=chain, unit=unit,
+    )
+
+
+@dataclass
+class LangevinSampler:
+    """Unadjusted (optionally preconditioned) Langevin sampler; MALA with ``metropolis=True``.
+
+    Args:
+        step_size: gamma > 0.
+        steps: T, the number of Langevin steps.
+        precondition: decay beta in (0, 1) of the Adam-like diagonal preconditioner; None or 0 = off.
+        delta: the preconditioner's floor (Adam's epsilon).
+        noise: "correct" (N(0, 2 gamma G), default) or "literal" (Algorithm 1's N(0, 2 gamma m_hat)).
+        temperature: T in sqrt(2 gamma T G); 1 samples the posterior, 0 is classic (noise-free) PC.
+        metropolis: MALA instead of ULA (no preconditioning, temperature 1, sampling only).
+        check_every: host check for NaN/inf every this many steps (the failing step is tracked on the device).
+    """
+
+    step_size: float
+    steps: int
+    precondition: float | None = None
+    delta: float = 1e-8
+    noise: str = "correct"
+    temperature: float = 1.0
+    metropolis: bool = False
+    check_every: int = 50
+
+    def __post_init__(self):
+        if not (isinstance(self.step_size, (int, float)) and math.isfinite(self.step_size) and self.step_size > 0):
+            raise ValueError(f"step_size must be a positive finite number, got {self.step_size}")
+        if not (isinstance(self.steps, int) and self.steps >= 1):
+            raise ValueError(f"steps must be a positive integer, got {self.steps!r}")
+        if self.precondition is not None and not (0 <= self.precondition < 1):
+            raise ValueError(f"precondition (decay beta) must be in [0, 1) or None, got {self.precondition}")
+        if self.precondition == 0:
+            self.precondition = None
+        if not (self.delta > 0):
+            raise ValueError(f"delta must be positive, got {self.delta}")
+        if self.noise not in NOISE_FORMS:
+            raise ValueError(f"noise must be one of {NOISE_FORMS}, got {self.noise!r}")
+        if not (math.isfinite(self.temperature) and self.temperature >= 0):
+            raise ValueError(f"temperature must be >= 0 and finite, got {self.temperature}")
+        if self.metropolis and (self.precondition is not None or self.temperature != 1.0):
+            raise ValueError("metropolis=True (MALA) supports neither preconditioning nor temperature != 1")
+        if self.check_every < 1:
+            raise ValueError("check_every must be >= 1")
+
+    def config(self) -> dict:
+        return asdict(self)
+
+    # ---------------------------------------------------------------- public
+    def sample(
+        self,
+        model: GenerativeModel,
+        x: torch.Tensor,
+        z0: torch.Tensor,
+        record_every: int | None = None,
+        generator: torch.Generator | None = None,
+        accumulate_grad: bool = False,
+        grad_scale: float | None = None,
+        track_moments: bool = False,
+    ) -> SampleResult:
+        """Run the chain from z0 for ``self.steps`` steps.  See the module docstring for the maths."""
+        model.check_inputs(x, z0)
+        if record_every is not None and record_every != 0:
+            if not (isinstance(record_every, int) and 1 <= record_every <= self.steps):
+                raise ValueError(f"record_every must be an integer in [1, steps={self.steps}], got {record_every!r}")
+        else:
+            record_every = None
+        if not torch.isfinite(z0).all():
+            raise ValueError("z0 contains NaN or inf")
+        if self.metropolis:
+            if accumulate_grad:
+                raise ValueError("MALA is a sampling baseline: accumulate_grad is not supported with metropolis=True")
+            return self._sample_mala(model, x, z0, record_every, generator)
+        return self._sample_ula(model, x, z0, record_every, generator, accumulate_grad, grad_scale, track_moments)
+
+    # --------------------------------------------------------------- helpers
+    def _alloc_records(self, z0, record_every):
+        if record_every is None:
+            return None, None, None, None
+        R = self.steps // record_every
+        B, d = z0.shape
+        z_tr = torch.empty(R, B, d, device=z0.device, dtype=z0.dtype)
+        lj_tr = torch.empty(R, B, device=z0.device, dtype=z0.dtype)
+        sn_tr = torch.empty(R, B, device=z0.device, dtype=z0.dtype)
+        t = torch.arange(1, R + 1, device=z0.device) * record_every
+        return t, z_tr, lj_tr, sn_tr
+
+    def _sample_ula(self, model, x, z0, record_every, generator, accumulate_grad, grad_scale, track_moments):
+        T, gamma, beta = self.steps, float(self.step_size), self.precondition
+        B = z0.shape[0]
+        t_rec, z_tr, lj_tr, sn_tr = self._alloc_records(z0, record_every)
+        params = [p for p in model.parameters() if p.requires_grad] if accumulate_grad else []
+        stash = [p.grad for p in params]
+        for p in params:
+            p.grad = None
+        z = z0.detach().clone()
+        m = torch.zeros_like(z) if beta is not None else None
+        z_sum = torch.zeros_like(z) if track_moments else None
+        z_sq = torch.zeros_like(z) if track_moments else None
+        first_bad = torch.full((), -1, dtype=torch.long, device=z.device)
+        noise_scale = math.sqrt(2 * gamma * self.temperature)
+        for t in range(1, T + 1):
+            z.requires_grad_(True)
+            with torch.enable_grad():
+                lj = model.log_joint(x, z)
+                if accumulate_grad:
+                    torch.autograd.backward(lj.sum(), inputs=[z, *params])
+                    s = z.grad
+                else:
+                    (s,) = torch.autograd.grad(lj.sum(), z)
+            z = z.detach()
+            if record_every is not None and (t - 1) % record_every == 0 and t > 1:
+                k = (t - 1) // record_every - 1
+                lj_tr[k] = lj.detach()
+                sn_tr[k] = s.norm(dim=1)
+            n = torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
+            if beta is None:
+                z.add_(s, alpha=gamma).add_(n, alpha=noise_scale)
+            else:
+                m.mul_(beta).addcmul_(s, s, value=1 - beta)
+                m_hat = (m / (1 - beta**t)).sqrt_()
+                G = 1.0 / (m_hat + self.delta)
+                z.addcmul_(G, s, value=gamma)
+                noise_var = G if self.noise == "correct" else m_hat
+                z.addcmul_(noise_var.sqrt_(), n, value=noise_scale)
+            if track_moments:
+                z_sum.add_(z)
+                z_sq.addcmul_(z, z)
+            if record_every is not None and t % record_every == 0:
+                z_tr[t // record_every - 1] = z
+            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(z).all(), t, first_bad)
+            if t % self.check_every == 0 or t == T:
+                fb = int(first_bad)
+                if fb >= 0:
+                    for p, g in zip(params, stash):
+                        p.grad = g
+                    _raise_divergence(z, fb)
+        if record_every is not None and T % record_every == 0:
+            lj_end, s_end = model.log_joint_and_score(x, z)
+            lj_tr[-1] = lj_end
+            sn_tr[-1] = s_end.norm(dim=1)
+        if accumulate_grad:
+            scale = grad_scale if grad_scale is not None else -1.0 / (B * T)
+            for p, g in zip(params, stash):
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+                p.grad.mul_(scale)
+                if g is not None:
+                    p.grad.add_(g)
+        return SampleResult(z=z, steps=T, t=t_rec, z_trace=z_tr, log_joint_trace=lj_tr, score_norm_trace=sn_tr,
+                            z_sum=z_sum, z_sqsum=z_sq)
+
+    def _sample_mala(self, model, x, z0, record_every, generator):
+        T, gamma = self.steps, float(self.step_size)
+        t_rec, z_tr, lj_tr, sn_tr = self._alloc_records(z0, record_every)
+        z = z0.detach().clone()
+        lj, s = model.log_joint_and_score(x, z)
+        accepted = torch.zeros(z.shape[0], device=z.device, dtype=z.dtype)
+        first_bad = torch.full((), -1, dtype=torch.long, device=z.device)
+        scale = math.sqrt(2 * gamma)
+        for t in range(1, T + 1):
+            n = torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
+            prop = z + gamma * s + scale * n
+            lj_p, s_p = model.log_joint_and_score(x, prop)
+            back = z - prop - gamma * s_p
+            log_alpha = lj_p - lj - (back * back).sum(1) / (4 * gamma) + 0.5 * (n * n).sum(1)
+            u = torch.rand(z.shape[0], generator=generator, device=z.device, dtype=z.dtype)
+            acc = (torch.log(u) < log_alpha) & torch.isfinite(lj_p)
+            z = torch.where(acc[:, None], prop, z)
+            lj = torch.where(acc, lj_p, lj)
+            s = torch.where(acc[:, None], s_p, s)
+            accepted += acc.to(z.dtype)
+            if record_every is not None and t % record_every == 0:
+                k = t // record_every - 1
+                z_tr[k], lj_tr[k], sn_tr[k] = z, lj, s.norm(dim=1)
+            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(z).all(), t, first_bad)
+            if t % self.check_every == 0 or t == T:
+                fb = int(first_bad)
+                if fb >= 0:
+                    _raise_divergence(z, fb, "MALA chain")
+        return SampleResult(z=z, steps=T, t=t_rec, z_trace=z_tr, log_joint_trace=lj_tr, score_norm_trace=sn_tr,
+                            accept_rate=accepted / T)
