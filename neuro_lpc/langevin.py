@@ -50,6 +50,7 @@ class SampleResult:
     z_sum: torch.Tensor | None = None
     z_sqsum: torch.Tensor | None = None
     accept_rate: torch.Tensor | None = None
+    log_joint_sum: torch.Tensor | None = None
 
 
 def _raise_divergence(z: torch.Tensor, step: int, what: str = "Langevin chain") -> None:
@@ -162,6 +163,7 @@ class LangevinSampler:
         z_sq = torch.zeros_like(z) if track_moments else None
         first_bad = torch.full((), -1, dtype=torch.long, device=z.device)
         noise_scale = math.sqrt(2 * gamma * self.temperature)
+        lj_total = torch.zeros((), device=z.device, dtype=z.dtype)
         for t in range(1, T + 1):
             z.requires_grad_(True)
             with torch.enable_grad():
@@ -172,6 +174,7 @@ class LangevinSampler:
                 else:
                     (s,) = torch.autograd.grad(lj.sum(), z)
             z = z.detach()
+            lj_total += lj.detach().sum()
             if record_every is not None and (t - 1) % record_every == 0 and t > 1:
                 k = (t - 1) // record_every - 1
                 lj_tr[k] = lj.detach()
@@ -211,7 +214,7 @@ class LangevinSampler:
                 if g is not None:
                     p.grad.add_(g)
         return SampleResult(z=z, steps=T, t=t_rec, z_trace=z_tr, log_joint_trace=lj_tr, score_norm_trace=sn_tr,
-                            z_sum=z_sum, z_sqsum=z_sq)
+                            z_sum=z_sum, z_sqsum=z_sq, log_joint_sum=lj_total)
 
     def _sample_mala(self, model, x, z0, record_every, generator):
         T, gamma = self.steps, float(self.step_size)
