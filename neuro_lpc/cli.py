@@ -1,0 +1,71 @@
+"""Command-line front end of ``sims/train_lpc.py`` (kept here so the script stays thin)."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+from .config import TrainConfig
+
+# CLI flag -> TrainConfig field (flags default to None so that only given flags override a --config file)
+_FLAGS = {
+    "method": (str, "lpc | vae"), "dataset": (str, "animal-mnist (embedded), mnist, fashion-mnist, cifar10, svhn, celeba64"),
+    "data_root": (str, "folder holding torchvision data sets"), "epochs": (int, "number of epochs"),
+    "batch_size": (int, "batch size (paper: 64)"), "lr": (float, "Adam learning rate (paper: 1e-3)"),
+    "latent_dim": (int, "latent dimension (paper: 40)"), "likelihood": (str, "discretized_gaussian | gaussian | bernoulli"),
+    "langevin_steps": (int, "Langevin steps T per batch (paper: 300)"), "step_size": (float, "Langevin step size gamma"),
+    "precondition": (float, "preconditioning decay beta; 0 = off"), "warm_start": (str, "none | forward | reverse | jeffreys"),
+    "prior_init_batches": (int, "first batches started from the prior (paper: 50)"),
+    "max_batches_per_epoch": (int, "cap on batches per epoch"), "seed": (int, "random seed"),
+    "device": (str, "auto | cpu | cuda"), "noise_form": (str, "correct | literal (Algorithm 1 as printed)"),
+    "sample_grid": (int, "samples in the per-epoch PNG grid"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Train a generative model with discrete Langevin predictive coding or as a VAE.")
+    p.add_argument("--out", required=True, help="output folder (checkpoints, metrics.jsonl, config.json, sample grids)")
+    p.add_argument("--config", help="a config.json written by an earlier run (flags given here override it)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--download", action="store_true", help="let torchvision download the data set (needs a network)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    for name, (typ, help_) in _FLAGS.items():
+        p.add_argument("--" + name.replace("_", "-"), type=typ, default=None, help=help_)
+    return p
+
+
+def config_from_args(args) -> TrainConfig:
+    cfg = TrainConfig.from_file(args.config).to_dict() if args.config else TrainConfig().to_dict()
+    for name in _FLAGS:
+        v = getattr(args, name)
+        if v is not None:
+            cfg[name] = v
+    if args.download:
+        cfg["download"] = True
+    return TrainConfig.from_dict(cfg).validate()
+
+
+def train_main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = config_from_args(args)
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        if not os.access(out, os.W_OK):
+            raise PermissionError(f"output folder is not writable: {out}")
+        from .data import load_dataset
+        from .train import TRAINERS, build_model
+
+        train, _test, info = load_dataset(cfg.dataset, root=cfg.data_root, download=cfg.download)
+        model, encoder = build_model(cfg, info.image_size, info.channels)
+        trainer = TRAINERS[cfg.method](model, encoder, cfg, out_dir=out)
+        history = trainer.fit(train, resume=args.resume, progress=not args.quiet)
+    except (ValueError, FileNotFoundError, PermissionError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    last = history[-1] if history else {}
+    print(json.dumps({"out": str(out), "epochs": trainer.epoch, "steps": trainer.global_step, "last": last}))
+    return 0

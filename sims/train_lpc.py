@@ -1,0 +1,13 @@
+#!/usr/bin/env python
+"""Full-dataset training with discrete Langevin predictive coding (Algorithm 1) or the VAE baseline.
+
+    python sims/train_lpc.py --method lpc|vae --dataset NAME --epochs N --out DIR [--resume] [--config FILE]
+"""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from neuro_lpc.cli import train_main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(train_main())
