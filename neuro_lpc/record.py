@@ -112,13 +112,17 @@ def _jsonable(value: Any, path: str) -> Any:
                     "convert it to a number, string, list or dict")
 
 
-def _write_attrs(file: h5py.File, attrs: Mapping[str, Any]) -> None:
+def _plain_attrs(attrs: Mapping[str, Any]) -> dict:
+    """The attrs as JSON types, after checking no key is reserved by the recorder."""
     if not isinstance(attrs, Mapping):
         raise TypeError(f"attrs must be a dict, got {type(attrs).__name__}")
     clash = sorted(set(attrs) & set(RESERVED_ATTRS))
     if clash:
         raise ValueError(f"attrs keys {clash} are reserved by the recorder ({RESERVED_ATTRS})")
-    plain = _jsonable(attrs, "")
+    return _jsonable(attrs, "")
+
+
+def _write_attrs(file: h5py.File, plain: Mapping[str, Any]) -> None:
     file.attrs["config_json"] = json.dumps(plain, sort_keys=True)
     for key, value in plain.items():
         if isinstance(value, (bool, int, float, str)):
@@ -195,15 +199,14 @@ class HDF5Recorder:
         self._buffers: dict[str, torch.Tensor] = {}
         self._pending = 0
         self._written = 0
-        attrs = dict(attrs or {})
-        _jsonable(attrs, "")  # fail on an unstorable config before creating the file
+        plain_attrs = _plain_attrs(attrs or {})  # fail on an unstorable config before creating the file
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file: h5py.File | None = h5py.File(self.path, "w")
         try:
             self._file.attrs["format"] = FORMAT
             self._file.attrs["status"] = "running"
             self._file.attrs["n_records"] = 0
-            _write_attrs(self._file, attrs)
+            _write_attrs(self._file, plain_attrs)
             self._file.flush()
         except BaseException:
             self._file.close()

@@ -1,0 +1,144 @@
+"""Figures of the circuit-vs-discrete study (matplotlib, Agg backend; PNG files).
+
+* ``plot_sample_grids``: one grid of generative samples per method.
+* ``plot_trajectories``: latent trajectories projected on their first two principal components over the
+  log-joint landscape (paper Fig. 1 and Appendix A.2 / Fig. 6).
+* ``plot_delta_log_joint``: Delta log p(x, z) = log p(x, z(t)) - log p(x, z(0)) during sampling (paper Fig. 3).
+* ``plot_log_joint``: log p(x, z(t)) over time, mean and 10-90 % band across chains, per method.
+* ``plot_training``: training loss against optimiser step per method.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from .analysis import pca_landscape_grid, pca_projection  # noqa: E402
+
+COLOURS = {"discrete": "tab:blue", "circuit": "tab:red", "vae": "tab:green"}
+
+
+def _save(fig, path) -> Path:
+    path = Path(path)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def plot_sample_grids(samples: dict[str, torch.Tensor], path, n: int = 64) -> Path:
+    """samples: method -> images (N, C, H, W) in [-1, 1]."""
+    from torchvision.utils import make_grid
+
+    fig, axes = plt.subplots(1, len(samples), figsize=(4 * len(samples), 4.3))
+    axes = np.atleast_1d(axes)
+    for ax, (name, imgs) in zip(axes, samples.items()):
+        grid = make_grid((imgs[:n].clamp(-1, 1) + 1) / 2, nrow=int(math.ceil(math.sqrt(min(n, len(imgs))))), padding=1)
+        ax.imshow(grid.permute(1, 2, 0).cpu().numpy(), interpolation="nearest")
+        ax.set_title(name)
+        ax.axis("off")
+    return _save(fig, path)
+
+
+@torch.no_grad()
+def plot_trajectories(trajectories: dict[str, tuple[torch.Tensor, torch.Tensor]], log_joint_fn, path,
+                      chains: int = 3, resolution: int = 21) -> Path:
+    """trajectories: method -> (z_trace (R, B, d), x (B, ...)); log_joint_fn(x, z) -> (N,) evaluates the model.
+
+    For each of the first ``chains`` chains, PCA of [z(t) - z(T)] (Appendix A.2), the trajectory in the
+    plane of the first two components, over contours of log p(x, z) on a grid in that plane.
+    """
+    fig, axes = plt.subplots(len(trajectories), chains, figsize=(3.6 * chains, 3.3 * len(trajectories)), squeeze=False)
+    for row, (name, (z_trace, x)) in enumerate(trajectories.items()):
+        zt = z_trace[:, :chains].double().cpu()
+        proj = pca_projection(zt)
+        grid, points = pca_landscape_grid(proj, resolution=resolution)
+        r, _, b, d = points.shape
+        xb = x[:chains]
+        dev = x.device
+        flat = points.permute(2, 0, 1, 3).reshape(b, r * r, d)  # (b, r*r, d)
+        for col in range(b):
+            zz = flat[col].to(dev, torch.float32)
+            xx = xb[col:col + 1].expand(zz.shape[0], *xb.shape[1:])
+            lj = log_joint_fn(xx, zz).double().cpu().reshape(r, r).numpy()
+            ax = axes[row, col]
+            g = grid.numpy()
+            cs = ax.contourf(g, g, lj.T, levels=20, cmap="RdYlBu_r")
+            ax.contour(g, g, lj.T, levels=10, colors="k", linewidths=0.3)
+            c = proj.coords[:, col].numpy()
+            ax.plot(c[:, 0], c[:, 1], "-", color="k", lw=0.5, alpha=0.6)
+            ax.scatter(c[:, 0], c[:, 1], c=np.linspace(0.15, 1, len(c)), cmap="Greys", s=6, zorder=3)
+            ax.set_title(f"{name}, chain {col}", fontsize=9)
+            ax.set_xticks([]), ax.set_yticks([])
+            if col == b - 1:
+                fig.colorbar(cs, ax=ax, fraction=0.046, label="log p(x, z)")
+    fig.suptitle("Latent trajectories on their first two PCs over log p(x, z) (darker = later)")
+    return _save(fig, path)
+
+
+def _band(ax, t, y, name, label=None):
+    y = np.asarray(y)
+    m, lo, hi = y.mean(1), np.percentile(y, 10, axis=1), np.percentile(y, 90, axis=1)
+    c = COLOURS.get(name)
+    ax.plot(t, m, color=c, label=label or name)
+    ax.fill_between(t, lo, hi, color=c, alpha=0.2)
+
+
+def plot_delta_log_joint(traces: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], path, time_label="time (s)") -> Path:
+    """traces: method -> (t (R,), log_joint (R, B), log_joint_at_start (B,))."""
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for name, (t, lj, lj0) in traces.items():
+        _band(ax, t, np.asarray(lj) - np.asarray(lj0)[None], name)
+    ax.axhline(0, color="k", lw=0.5)
+    ax.set_xlabel(time_label)
+    ax.set_ylabel("Δ log p(x, z) from the warm start")
+    ax.set_title("Change in log joint during sampling (mean, 10-90 % band)")
+    ax.legend()
+    return _save(fig, path)
+
+
+def plot_log_joint(traces: dict[str, tuple[np.ndarray, np.ndarray]], path, time_label="time (s)") -> Path:
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for name, (t, lj) in traces.items():
+        _band(ax, t, lj, name)
+    ax.set_xlabel(time_label)
+    ax.set_ylabel("log p(x, z)")
+    ax.set_title("log p(x, z) over time")
+    ax.legend()
+    return _save(fig, path)
+
+
+def plot_training(histories: dict[str, list[dict]], path) -> Path:
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for name, hist in histories.items():
+        if hist:
+            ax.plot([h["step"] for h in hist], [h["loss_per_dim"] for h in hist], color=COLOURS.get(name), label=name)
+    ax.set_xlabel("optimiser step")
+    ax.set_ylabel("loss per dimension (nats)")
+    ax.set_yscale("log")
+    ax.set_title("Training loss (LPC: -mean log p(x, z) over the chain; VAE: -ELBO)")
+    ax.legend()
+    return _save(fig, path)
+
+
+def plot_sweep(rows: list[dict], x_key: str, y_keys: list[str], path, group_key: str | None = None, logx: bool = False) -> Path:
+    """One panel per y_key, one line per value of group_key."""
+    fig, axes = plt.subplots(1, len(y_keys), figsize=(4.2 * len(y_keys), 3.4), squeeze=False)
+    groups = sorted({r.get(group_key) for r in rows}, key=str) if group_key else [None]
+    for ax, yk in zip(axes[0], y_keys):
+        for gval in groups:
+            sel = [r for r in rows if group_key is None or r.get(group_key) == gval]
+            sel = sorted(sel, key=lambda r: r[x_key])
+            ax.plot([r[x_key] for r in sel], [r[yk] for r in sel], "o-", label=f"{group_key}={gval}" if group_key else None)
+        ax.set_xlabel(x_key)
+        ax.set_ylabel(yk)
+        if logx:
+            ax.set_xscale("log")
+        if group_key:
+            ax.legend(fontsize=8)
+    return _save(fig, path)
