@@ -68,16 +68,17 @@ def plot_trajectories(trajectories: dict[str, tuple[torch.Tensor, torch.Tensor]]
             lj = log_joint_fn(xx, zz).double().cpu().reshape(r, r).numpy()
             ax = axes[row, col]
             g = grid.numpy()
-            cs = ax.contourf(g, g, lj.T, levels=20, cmap="RdYlBu_r")
-            ax.contour(g, g, lj.T, levels=10, colors="k", linewidths=0.3)
+            # quantile levels: detail where the trajectory is, not only in the far tails of the landscape
+            levels = np.unique(np.quantile(lj, np.linspace(0, 1, 21)))
+            cs = ax.contourf(g, g, lj.T, levels=levels if len(levels) > 2 else 20, cmap="RdYlBu_r")
+            ax.contour(g, g, lj.T, levels=levels[::2] if len(levels) > 4 else 10, colors="k", linewidths=0.3)
             c = proj.coords[:, col].numpy()
             ax.plot(c[:, 0], c[:, 1], "-", color="k", lw=0.5, alpha=0.6)
             ax.scatter(c[:, 0], c[:, 1], c=np.linspace(0.15, 1, len(c)), cmap="Greys", s=6, zorder=3)
             ax.set_title(f"{name}, chain {col}", fontsize=9)
             ax.set_xticks([]), ax.set_yticks([])
-            if col == b - 1:
-                fig.colorbar(cs, ax=ax, fraction=0.046, label="log p(x, z)")
-    fig.suptitle("Latent trajectories on their first two PCs over log p(x, z) (darker = later)")
+            fig.colorbar(cs, ax=ax, fraction=0.046, format="%.3g")
+    fig.suptitle("Latent trajectories on their first two PCs over log p(x, z) (colour: log p, quantile levels; darker dots = later)")
     return _save(fig, path)
 
 

@@ -1,0 +1,201 @@
+"""Parameter sweeps behind ``sims/sweep.py``: one CSV row per setting and one plot per sweep.
+
+Sweeps (all on one trained model, from --model or trained once and cached in the output folder):
+  * ``temperature`` — circuit temperature T (T = 0: classic PC, a gradient flow; T = 1: Langevin PC);
+  * ``noise``       — amplitude of additive thermal noise on value and error units (on top of T = 1);
+  * ``step``        — Langevin step size, with and without preconditioning (paper Fig. 4), discrete LPC;
+                      ``--train`` also trains a short model per setting and reports its sample FD (Fig. 4 proper);
+  * ``tau``         — error-unit time constant tau_e (0 = adiabatic) relative to the EM step.
+Each row holds the setting, the posterior diagnostics of ``circuits.study.posterior_summary``
+(log p(x, z), reconstruction error, ESS per unit time, ...), ``diverged`` and wall time.
+"""
+from __future__ import annotations
+
+import csv
+import math
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from neuro_lpc.errors import DivergenceError
+
+from .study import StudyConfig, _fit_cached, _train_config, posterior_summary
+
+SWEEPS = ("temperature", "noise", "step", "tau")
+
+
+@dataclass
+class SweepConfig:
+    sweeps: tuple = SWEEPS
+    out: str = "runs/sweep"
+    model: str | None = None
+    quick: bool = False
+    train: bool = False
+    seed: int = 0
+    device: str = "auto"
+    chains: int = 16
+    steps: int = 300
+    record_every: int = 2
+    step_size: float = 1e-3
+    tau_z: float = 10e-3
+
+    def values(self, sweep: str) -> list:
+        q = self.quick
+        return {
+            "temperature": [0.0, 0.5, 1.0, 2.0] if q else [0.0, 0.25, 0.5, 1.0, 1.5, 2.0],
+            "noise": [0.0, 0.1, 0.5] if q else [0.0, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0],
+            "step": [1e-4, 1e-3, 3e-3] if q else [1e-4, 3e-4, 1e-3, 2e-3, 5e-3, 1e-2, 3e-2, 1e-1],
+            "tau": [0.0, 1.0, 4.0] if q else [0.0, 1.0, 2.0, 4.0, 10.0, 30.0],
+        }[sweep]
+
+
+def _model(cfg: SweepConfig, out: Path, device):
+    from neuro_lpc.data import load_dataset
+    from neuro_lpc.train import LPCTrainer, build_model, load_trained
+
+    if cfg.model:
+        m, e, _, _ = load_trained(cfg.model, device)
+        return m.eval(), e.eval()
+    st = StudyConfig(quick=cfg.quick, seed=cfg.seed, device=cfg.device, step_size=cfg.step_size).apply_quick()
+    train, _, info = load_dataset(st.dataset)
+    tc = _train_config(st, "lpc")
+    m, e = build_model(tc, info.image_size, info.channels)
+    _fit_cached(LPCTrainer(m, e, tc), train, out / "models" / "discrete")
+    return m.eval(), e.eval()
+
+
+def _run_one(kind, value, model, x, z0, cfg: SweepConfig, device):
+    from neuro_lpc.langevin import LangevinSampler
+
+    from .circuit import Circuit, CircuitConfig
+
+    gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+    t0 = time.perf_counter()
+    if kind == "discrete":
+        gamma, beta = value
+        res = LangevinSampler(step_size=gamma, steps=cfg.steps, precondition=beta).sample(
+            model, x, z0, record_every=cfg.record_every, generator=gen)
+        t = res.t.double().cpu() * gamma * cfg.tau_z
+        return posterior_summary(res.z_trace, res.log_joint_trace, t, x, model, time.perf_counter() - t0)
+    ccfg = CircuitConfig(dt=cfg.step_size * cfg.tau_z, tau_z=cfg.tau_z, seed=cfg.seed, **value)
+    traj = Circuit(model, ccfg).simulate(x, z0, steps=cfg.steps, record_every=cfg.record_every, generator=gen)
+    return posterior_summary(traj.z, traj.log_joint, traj.t, x, model, time.perf_counter() - t0)
+
+
+def settings(sweep: str, cfg: SweepConfig):
+    """(row fields, sampler kind, sampler value) per setting of a sweep."""
+    dt = cfg.step_size * cfg.tau_z
+    for v in cfg.values(sweep):
+        if sweep == "temperature":
+            yield {"temperature": v}, "circuit", {"noise": "ideal", "temperature": v, "tau_e": 0.0}
+        elif sweep == "noise":
+            yield {"thermal_std": v}, "circuit", {"noise": {"temperature": 1.0, "sources": [
+                {"type": "thermal", "value_std": v, "error_std": v}]} if v > 0 else "ideal", "tau_e": 0.0}
+        elif sweep == "step":
+            for beta in (None, 0.25, 0.99):
+                yield {"step_size": v, "precondition": beta}, "discrete", (v, beta)
+        elif sweep == "tau":
+            yield {"tau_e_over_dt": v, "tau_e": v * dt}, "circuit", {"noise": "ideal", "tau_e": v * dt}
+
+
+def run_sweeps(cfg: SweepConfig, log=print) -> dict[str, Path]:
+    from neuro_lpc.config import resolve_device, write_run_metadata
+    from neuro_lpc.data import dataset_tensor, load_dataset
+
+    from . import plots
+
+    unknown = set(cfg.sweeps) - set(SWEEPS)
+    if unknown:
+        raise ValueError(f"unknown sweep(s) {sorted(unknown)}; choose from {SWEEPS}")
+    if cfg.quick:
+        cfg.chains, cfg.steps = min(cfg.chains, 6), min(cfg.steps, 60)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(cfg.device)
+    write_run_metadata(out, asdict(cfg), name="sweep_config.json")
+    model, encoder = _model(cfg, out, device)
+    _, test, _ = load_dataset("animal-mnist")
+    x, _ = dataset_tensor(test, cfg.chains)
+    x = x.to(device)
+    with torch.no_grad():
+        z0 = encoder(x)[0]
+    files = {}
+    for sweep in cfg.sweeps:
+        rows = []
+        for fields_, kind, value in settings(sweep, cfg):
+            log(f"[{sweep}] {fields_}")
+            row = dict(sweep=sweep, **fields_)
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    row.update(_run_one(kind, value, model, x, z0, cfg, device), diverged=False)
+            except DivergenceError as e:
+                row.update(diverged=True, error=str(e).splitlines()[0])
+            if sweep == "step" and cfg.train:
+                row.update(_train_and_score(cfg, value, out, device))
+            rows.append(row)
+        path = out / f"sweep_{sweep}.csv"
+        keys = list(dict.fromkeys(k for r in rows for k in r))  # setting columns first, in row order
+        with open(path.with_suffix(".csv.tmp"), "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=keys)
+            w.writeheader()
+            w.writerows(rows)
+        path.with_suffix(".csv.tmp").replace(path)
+        ok = [r for r in rows if not r.get("diverged")]
+        x_key = {"temperature": "temperature", "noise": "thermal_std", "step": "step_size", "tau": "tau_e_over_dt"}[sweep]
+        y_keys = ["log_joint_mean", "recon_mse", "ess_per_unit_time"] + (["fd"] if sweep == "step" and cfg.train else [])
+        if ok:
+            plots.plot_sweep(ok, x_key, y_keys, out / f"sweep_{sweep}.png",
+                             group_key="precondition" if sweep == "step" else None, logx=sweep == "step")
+        files[sweep] = path
+    return files
+
+
+def _train_and_score(cfg: SweepConfig, value, out: Path, device) -> dict:
+    """Fig. 4 proper: a short LPC run per (step size, beta), then the FD of its samples."""
+    from neuro_lpc.data import load_dataset
+    from neuro_lpc.metrics import evaluate_samples
+    from neuro_lpc.train import LPCTrainer, build_model
+
+    gamma, beta = value
+    st = StudyConfig(quick=cfg.quick, seed=cfg.seed, device=cfg.device, step_size=gamma, precondition=beta).apply_quick()
+    train, _, info = load_dataset(st.dataset)
+    tc = _train_config(st, "lpc")
+    m, e = build_model(tc, info.image_size, info.channels)
+    try:
+        _fit_cached(LPCTrainer(m, e, tc), train, out / "models" / f"step{gamma:g}-beta{beta}")
+    except DivergenceError as err:
+        return {"fd": math.nan, "train_error": str(err).splitlines()[0]}
+    n = 200 if cfg.quick else 1000
+    with torch.no_grad():
+        imgs = m.sample(n, generator=torch.Generator(device=device).manual_seed(cfg.seed)).cpu()
+    res = evaluate_samples(imgs, "animal-mnist", feature="classifier", cache_dir=out.resolve().parent / ".cache", n_real=n, split="test")
+    return {"fd": res["fd"], "coverage": res["coverage"], "density": res["density"]}
+
+
+def main(argv=None) -> int:
+    import argparse
+    import sys
+
+    p = argparse.ArgumentParser(description="Sweeps of noise amplitude / temperature, Langevin step size with and "
+                                            "without preconditioning (paper Fig. 4), and time constants.")
+    p.add_argument("--sweep", nargs="+", default=list(SWEEPS), help=f"which sweeps: {' '.join(SWEEPS)}")
+    p.add_argument("--out", default="runs/sweep")
+    p.add_argument("--model", help="a trained discrete-LPC checkpoint")
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--train", action="store_true", help="step sweep: also train a short model per setting and report its FD")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args(argv)
+    cfg = SweepConfig(sweeps=tuple(a.sweep), out=a.out, model=a.model, quick=a.quick, train=a.train, device=a.device, seed=a.seed)
+    try:
+        files = run_sweeps(cfg, log=lambda s: print(s, flush=True))
+    except (ValueError, FileNotFoundError, PermissionError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for k, v in files.items():
+        print(f"{k}: {v} and {v.with_suffix('.png')}")
+    return 0
