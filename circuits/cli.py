@@ -1,0 +1,143 @@
+"""Command-line front end of ``sims/train_circuit.py``: train the decoder/encoder with the circuit.
+
+    python sims/train_circuit.py --dataset NAME --epochs N --out DIR [--resume] [--config FILE]
+        [--noise PRESET | --noise-config FILE] [--dt S] [--tau-z S] [--tau-e S] [--temperature T]
+        [--presentation-steps P] [--online --tau-theta S] ...
+
+Flags default to None so that only the flags given override a ``--config`` file (a config.json
+written by an earlier run). Bad input (unknown preset, unstable dt, missing data folder, missing
+checkpoint for ``--resume``, ...) is reported as one line ``error: ...`` with exit code 2 before
+any training; a divergence during training exits with code 1 and names the batch and unit.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+from neuro_lpc.cli import _FLAGS as _LPC_FLAGS
+from neuro_lpc.errors import CheckpointError, DivergenceError
+
+from .learn import CircuitTrainConfig
+
+_SHARED = {k: v for k, v in _LPC_FLAGS.items() if k not in ("method", "noise_form", "precondition")}
+_CIRCUIT_FLAGS = {
+    "dt": (float, "Euler-Maruyama step in seconds (default: step_size * tau_z, the discrete-LPC limit)"),
+    "tau_z": (float, "value-unit time constant in seconds (default 0.01)"),
+    "tau_e": (float, "error-unit time constant in seconds (default 0: adiabatic error units; finite needs dt < 2 tau_e)"),
+    "temperature": (float, "temperature T of the intrinsic Langevin noise (default: the noise preset's)"),
+    "presentation_steps": (int, "EM steps per batch (default: --langevin-steps)"),
+    "record_every": (int, "record interval of a presentation (loss metric, forward-KL sums; default 1)"),
+    "precondition_tau": (float, "time constant of the gain units with --precondition rms (seconds)"),
+    "error_form": (str, "error | bogacz (Gaussian likelihood only)"),
+    "learning_rule": (str, "hebbian | exact"),
+    "timescales": (str, "time-constant model: uniform | heterogeneous | mismatch | adiabatic"),
+    "tau_theta": (float, "weight time constant of the online rule in seconds (>> tau_z; inf = no online movement)"),
+    "check_every": (int, "steps between NaN/inf checks of the circuit"),
+}
+
+
+def _precondition(text: str):
+    """none/off/0 -> None; rms/true -> "rms"; a number in (0, 1) -> that decay beta."""
+    t = text.strip().lower()
+    if t in ("none", "off", "false", "0", "0.0"):
+        return None
+    if t in ("rms", "true", "on"):
+        return "rms"
+    try:
+        return float(t)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"precondition must be none, rms or a decay beta in (0, 1), got {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        description="Train a generative model with circuit Langevin predictive coding (circuits.learn.CircuitTrainer).")
+    p.add_argument("--out", required=True, help="output folder (checkpoints, metrics.jsonl, config.json, sample grids)")
+    p.add_argument("--config", help="a config.json written by an earlier run (flags given here override it)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--download", action="store_true", help="let torchvision download the data set (needs a network)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    noise = p.add_mutually_exclusive_group()
+    noise.add_argument("--noise", help="noise preset: none | ideal | thermal | analog | cortical (or a .json noise config)")
+    noise.add_argument("--noise-config", help="JSON file with a noise config (circuits.noise.NoiseModel.from_dict)")
+    online = p.add_mutually_exclusive_group()
+    online.add_argument("--online", dest="online", action="store_const", const=True, default=None,
+                        help="weights also move during the presentation (online_lr = dt / tau_theta)")
+    online.add_argument("--offline", dest="online", action="store_const", const=False,
+                        help="weights move only at the Adam step after each presentation (default)")
+    p.add_argument("--no-online-adam", dest="online_adam", action="store_const", const=False, default=None,
+                   help="online variant: no Adam step on the decoder after the presentation")
+    p.add_argument("--precondition", type=_precondition, default=argparse.SUPPRESS,
+                   help="none (default) | rms | a decay beta in (0, 1) (gain units with tau_m = dt / (1 - beta))")
+    for name, (typ, help_) in {**_SHARED, **_CIRCUIT_FLAGS}.items():
+        p.add_argument("--" + name.replace("_", "-"), type=typ, default=None, help=help_)
+    return p
+
+
+def _noise_from_file(path: str):
+    from .noise import NoiseModel
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"noise config file not found: {path}")
+    return NoiseModel.from_file(path).to_dict()
+
+
+def config_from_args(args) -> CircuitTrainConfig:
+    cfg = CircuitTrainConfig.from_file(args.config).to_dict() if args.config else CircuitTrainConfig().to_dict()
+    for name in {**_SHARED, **_CIRCUIT_FLAGS}:
+        v = getattr(args, name)
+        if v is not None:
+            cfg[name] = v
+    if hasattr(args, "precondition"):
+        cfg["precondition"] = args.precondition
+    if args.online is not None:
+        cfg["online"] = args.online
+    if args.online_adam is not None:
+        cfg["online_adam"] = args.online_adam
+    if args.noise is not None:
+        cfg["noise"] = _noise_from_file(args.noise) if args.noise.endswith(".json") else args.noise
+    if args.noise_config is not None:
+        cfg["noise"] = _noise_from_file(args.noise_config)
+    if args.download:
+        cfg["download"] = True
+    if cfg.get("tau_theta") is not None and math.isnan(cfg["tau_theta"]):
+        raise ValueError("tau_theta must be a positive number of seconds, got nan")
+    return CircuitTrainConfig.from_dict(cfg).validate()
+
+
+def train_main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = config_from_args(args)
+        out = Path(args.out)
+        if args.resume and not (out / "checkpoint.pt").is_file():
+            raise CheckpointError(f"--resume given but no checkpoint at {out / 'checkpoint.pt'}")
+        out.mkdir(parents=True, exist_ok=True)
+        if not os.access(out, os.W_OK):
+            raise PermissionError(f"output folder is not writable: {out}")
+        from neuro_lpc.data import load_dataset
+        from neuro_lpc.train import build_model
+
+        from .learn import CircuitTrainer
+
+        train, _test, info = load_dataset(cfg.dataset, root=cfg.data_root, download=cfg.download)
+        model, encoder = build_model(cfg, info.image_size, info.channels)
+        trainer = CircuitTrainer(model, encoder, cfg, out_dir=out)
+    except (ValueError, TypeError, FileNotFoundError, PermissionError, CheckpointError) as e:
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+    try:
+        history = trainer.fit(train, resume=args.resume, progress=not args.quiet)
+    except CheckpointError as e:
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+    except DivergenceError as e:
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 1
+    last = history[-1] if history else {}
+    print(json.dumps({"out": str(out), "epochs": trainer.epoch, "steps": trainer.global_step, "last": last}))
+    return 0

@@ -1,0 +1,268 @@
+"""Learning with the circuit: the shared decoder/encoder trained from circuit trajectories.
+
+:class:`CircuitTrainer` is ``neuro_lpc.train.Trainer`` (the same loop, data order, Adam optimiser,
+checkpoints, exact resume, metrics) with the inner Langevin chain of ``LPCTrainer`` replaced by a
+*presentation* of the batch to the circuit (DESIGN.md section 3, "Learning in the circuit"):
+
+1. warm start z(0) ~ q(z|x) (a reparameterised sample of the encoder), or z(0) ~ p(z) for the first
+   ``prior_init_batches`` batches and with warm start "none" -- exactly as ``LPCTrainer``;
+2. ``presentation_steps`` Euler-Maruyama steps of the circuit (``circuits.Circuit.simulate``) with
+   ``accumulate_grad=True``: the decoder and likelihood parameters receive the time average
+   -(1/(B P)) sum_k sum_b grad_theta log p(x_b, z_b(t_k)) over the states before each step (the
+   continuous analogue of the paper's eq. 8; with finite tau_e the "hebbian" rule uses the error
+   units' eps, see ``CircuitConfig.learning_rule``);
+3. the encoder's warm-start objective (``neuro_lpc.objectives.warm_start_loss``): reverse KL needs no
+   trajectory; forward KL / Jeffreys use the running sums of z and z^2 over the presentation,
+   computed from the recorded states z(t_k), k = record_every, 2 record_every, ... (every state with
+   the default ``record_every=1``, as the discrete trainer's t = 1..T);
+4. one Adam step on decoder, likelihood and encoder (the discrete trainer's optimiser and learning
+   rate, so that a comparison isolates the inference dynamics).
+
+Online variant (``online=True``): the weights also move *during* the presentation,
+tau_theta d theta = grad_theta mean_b log p(x_b, z_b(t)) dt, i.e. ``online_lr = dt / tau_theta`` per
+step (tau_theta >> tau_z). With ``online_adam=True`` (default) the time-averaged gradient still
+drives the Adam step at the end of the presentation (so ``tau_theta = inf`` is the offline
+trainer exactly); ``online_adam=False`` leaves the decoder and likelihood to the online rule alone
+(the encoder still takes its Adam step).
+
+Discrete limit (tested): with adiabatic error units (tau_e = 0), noise preset "ideal", no
+preconditioning and dt = step_size * tau_z, a presentation consumes the generator exactly like the
+discrete chain, so the first optimiser step equals ``LPCTrainer``'s to rounding.
+
+The circuit is rebuilt before every presentation from the current weights (cheap): frozen device
+draws are the same every batch (seeded by ``config.seed``: the same physical device), while
+weight-relative noise amplitudes and the likelihood's error scale follow the trained weights, and
+the Euler-Maruyama stability of dt is re-checked (a dt made unstable by the learned weights stops
+the run like a divergence, naming the batch, with the last good checkpoint kept).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from neuro_lpc.config import TrainConfig
+from neuro_lpc.errors import CheckpointError, DivergenceError
+from neuro_lpc.langevin import SampleResult
+from neuro_lpc.objectives import reparameterise, warm_start_loss
+from neuro_lpc.train import Trainer, build_model, read_checkpoint
+
+from .circuit import ERROR_FORMS, LEARNING_RULES, Circuit, CircuitConfig
+from .noise import NoiseModel
+
+__all__ = ["CircuitTrainConfig", "CircuitTrainer", "load_circuit_trained"]
+
+
+@dataclass
+class CircuitTrainConfig(TrainConfig):
+    """A :class:`neuro_lpc.TrainConfig` plus the circuit's fields (seconds throughout).
+
+    Inherited fields keep their meaning (data, batch size, Adam's lr, model, warm start, seed, ...);
+    ``langevin_steps`` and ``step_size`` only supply the defaults of ``presentation_steps`` and ``dt``.
+
+    dt: Euler-Maruyama step (None: ``step_size * tau_z``, the step at which the circuit with
+        adiabatic error units *is* discrete LPC with step ``step_size``).
+    tau_z, tau_e: value / error unit time constants. The default tau_e = 0 (adiabatic error units) with
+        dt = None is the discrete limit, so that the noise model alone separates a circuit run from
+        discrete LPC. Finite tau_e needs dt < 2 tau_e and, on image models, tau_e << tau_z: the z-eps
+        loop is an underdamped oscillator along stiff posterior directions (docs/learning.md).
+    temperature: T of the intrinsic Langevin noise (None: the noise model's; 1 for "ideal").
+    noise: preset name (none, ideal, thermal, analog, cortical) or a noise-config dict
+        (``circuits.noise.NoiseModel.from_dict``); stored whole in config.json.
+    presentation_steps: EM steps per batch (None: ``langevin_steps``).
+    record_every: record interval of the presentation (the loss metric and the forward-KL sums use
+        the recorded states; 1 = every state).
+    precondition: None/False (off), True/"rms" (gain units with ``precondition_tau``) or a decay beta in
+        (0, 1) (tau_m = dt / (1 - beta)); ``precondition_delta`` is the gain floor.
+    error_form, timescales, learning_rule: passed to ``CircuitConfig``.
+    online: weights move during the presentation with online_lr = dt / tau_theta (tau_theta required,
+        > 0, ``inf`` allowed = no online movement); online_adam: keep the end-of-presentation Adam step
+        on the decoder/likelihood in the online variant.
+    check_every: steps between the circuit's NaN/inf checks.
+    """
+
+    method: str = "circuit"
+    precondition: Any = None
+    dt: float | None = None
+    tau_z: float = 1e-2
+    tau_e: float = 0.0
+    temperature: float | None = None
+    noise: Any = "ideal"
+    presentation_steps: int | None = None
+    record_every: int = 1
+    precondition_tau: float = 0.1
+    error_form: str = "error"
+    timescales: Any = None
+    learning_rule: str = "hebbian"
+    online: bool = False
+    tau_theta: float | None = None
+    online_adam: bool = True
+    check_every: int = 100
+
+    # --------------------------------------------------------------- derived
+    @property
+    def resolved_dt(self) -> float:
+        return float(self.dt) if self.dt is not None else float(self.step_size) * float(self.tau_z)
+
+    @property
+    def resolved_steps(self) -> int:
+        return int(self.presentation_steps) if self.presentation_steps is not None else int(self.langevin_steps)
+
+    @property
+    def online_lr(self) -> float | None:
+        """dt / tau_theta in the online variant (0 for tau_theta = inf), None offline."""
+        if not self.online:
+            return None
+        return 0.0 if math.isinf(self.tau_theta) else self.resolved_dt / float(self.tau_theta)
+
+    def circuit_config(self) -> CircuitConfig:
+        """The :class:`CircuitConfig` of a presentation (validated)."""
+        return CircuitConfig(
+            dt=self.resolved_dt, tau_z=self.tau_z, tau_e=self.tau_e, temperature=self.temperature, noise=self.noise,
+            precondition=self.precondition, precondition_tau=self.precondition_tau,
+            precondition_delta=self.precondition_delta, error_form=self.error_form, timescales=self.timescales,
+            learning_rule=self.learning_rule, seed=self.seed, check_every=self.check_every).validate()
+
+    # ------------------------------------------------------------ validation
+    def validate(self) -> "CircuitTrainConfig":
+        if self.method != "circuit":
+            raise ValueError(f"CircuitTrainConfig.method must be 'circuit', got {self.method!r}")
+        # the inherited fields, checked by TrainConfig's own rules (it knows the methods lpc and vae only)
+        TrainConfig.validate(dataclasses.replace(self, method="lpc", precondition=None))
+        for name in ("presentation_steps", "record_every", "check_every"):
+            v = getattr(self, name)
+            if v is None and name == "presentation_steps":
+                continue
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        if self.record_every > self.resolved_steps:
+            raise ValueError(f"record_every={self.record_every} exceeds presentation_steps={self.resolved_steps}")
+        if not _finite_positive(self.tau_z):
+            raise ValueError(f"tau_z must be a positive finite number of seconds, got {self.tau_z!r}")
+        if isinstance(self.tau_e, bool) or not isinstance(self.tau_e, (int, float)) or not (0 <= self.tau_e < math.inf):
+            raise ValueError(f"tau_e must be a non-negative finite number of seconds (0 = adiabatic), got {self.tau_e!r}")
+        if self.dt is not None and not _finite_positive(self.dt):
+            raise ValueError(f"dt must be a positive finite number of seconds, got {self.dt!r}")
+        if not isinstance(self.online, bool) or not isinstance(self.online_adam, bool):
+            raise ValueError(f"online and online_adam must be true/false, got {self.online!r}, {self.online_adam!r}")
+        if self.online:
+            t = self.tau_theta
+            if isinstance(t, bool) or not isinstance(t, (int, float)) or not (t > 0) or math.isnan(t):
+                raise ValueError(f"online learning needs tau_theta > 0 seconds (inf = weights fixed during the "
+                                 f"presentation), got {t!r}")
+            if not math.isinf(t) and t < 10 * float(self.tau_z):
+                warnings.warn(f"tau_theta={t:g} s is not much slower than tau_z={self.tau_z:g} s: the online rule "
+                              f"then follows single samples rather than the posterior average", stacklevel=2)
+        if self.error_form not in ERROR_FORMS:
+            raise ValueError(f"error_form must be one of {ERROR_FORMS}, got {self.error_form!r}")
+        if self.learning_rule not in LEARNING_RULES:
+            raise ValueError(f"learning_rule must be one of {LEARNING_RULES}, got {self.learning_rule!r}")
+        if isinstance(self.noise, NoiseModel):
+            self.noise = self.noise.to_dict()
+        if not isinstance(self.noise, (str, dict)):
+            raise ValueError(f"noise must be a preset name or a noise-config dict, got {type(self.noise).__name__}")
+        self.circuit_config()  # every circuit field (noise preset, time constants, precondition, ...)
+        return self
+
+
+def _finite_positive(v) -> bool:
+    return not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v) and v > 0
+
+
+class CircuitTrainer(Trainer):
+    """Train a GenerativeModel and its encoder from circuit presentations (module docstring).
+
+    Args:
+        model, encoder: as for ``LPCTrainer`` (the encoder returns (mean, var)).
+        config: a :class:`CircuitTrainConfig`.
+        out_dir: run folder (config.json, metrics.jsonl, checkpoint.pt, sample grids).
+
+    Raises ValueError at construction when the circuit cannot run (bad noise preset, unstable dt for
+    the initial weights, ...), before any work.
+    """
+
+    method = "circuit"
+
+    def __init__(self, model, encoder, config: CircuitTrainConfig, out_dir=None):
+        if not isinstance(config, CircuitTrainConfig):
+            raise TypeError(f"CircuitTrainer needs a CircuitTrainConfig, got {type(config).__name__}")
+        super().__init__(model, encoder, config, out_dir)
+        self.circuit_config = config.circuit_config()
+        self.encoder_params = list(self.encoder.parameters())
+        self.circuit = self.build_circuit()     # checks dt against the initial weights now
+
+    def build_circuit(self) -> Circuit:
+        """A circuit on the current weights (see the module docstring on rebuilding)."""
+        return Circuit(self.model, self.circuit_config)
+
+    def initial_state(self, x, mean, var) -> torch.Tensor:
+        """z(0): the prior for the first ``prior_init_batches`` batches or warm start "none", else q(z|x)."""
+        if self.config.warm_start == "none" or self.global_step < self.config.prior_init_batches:
+            return self.model.prior_sample(x.shape[0], self.generator, like=mean)
+        return reparameterise(mean.detach(), var.detach(), self.generator)
+
+    def present(self, x: torch.Tensor, z0: torch.Tensor):
+        """One presentation of the batch with decoder-gradient accumulation (and online learning)."""
+        cfg = self.config
+        try:
+            self.circuit = self.build_circuit()
+        except ValueError as err:
+            raise DivergenceError(f"the circuit can no longer run with the learned weights: {err}",
+                                  step=None) from None
+        online_lr = cfg.online_lr
+        accumulate = not (cfg.online and not cfg.online_adam)
+        # the presentation builds no graph of its own: the circuit takes its parameter gradients inside
+        # explicit enable_grad blocks, so nothing else (error units driven by a learnable sigma) records history
+        with torch.no_grad():
+            return self.circuit.simulate(x, z0, steps=cfg.resolved_steps, record_every=cfg.record_every,
+                                         generator=self.generator, accumulate_grad=accumulate, online_lr=online_lr)
+
+    def train_step(self, x):
+        cfg = self.config
+        self.optimizer.zero_grad(set_to_none=True)
+        mean, var = self.encoder(x)
+        z0 = self.initial_state(x, mean, var)
+        traj = self.present(x, z0)
+        R = traj.z.shape[0]
+        result = None
+        if cfg.warm_start in ("forward", "jeffreys"):
+            zr = traj.z.detach()
+            z_sum, z_sq = torch.zeros_like(zr[0]), torch.zeros_like(zr[0])
+            for z in zr:            # accumulated in time order, as the discrete sampler's running sums
+                z_sum.add_(z)
+                z_sq.addcmul_(z, z)
+            result = SampleResult(z=zr[-1], steps=R, z_sum=z_sum, z_sqsum=z_sq)
+        enc_loss = warm_start_loss(cfg.warm_start, self.model, x, mean, var, result, self.generator)
+        if cfg.warm_start != "none":
+            torch.autograd.backward(enc_loss, inputs=self.encoder_params)
+        self._clip_and_step()
+        loss = -traj.log_joint.mean()
+        n_dim = x[0].numel()
+        sigma = self.model.likelihood.sigma.detach() if hasattr(self.model.likelihood, "sigma") else torch.tensor(0.0)
+        return {"loss": loss, "loss_per_dim": loss / n_dim, "encoder_loss": enc_loss.detach(), "sigma": sigma,
+                "error_norm": traj.extras["error_norm"].mean()}
+
+
+def load_circuit_trained(path: str | os.PathLike, device="cpu") -> tuple[Any, nn.Module, CircuitTrainConfig, dict]:
+    """Rebuild (model, encoder, config, checkpoint) from a checkpoint written by :class:`CircuitTrainer`."""
+    ck = read_checkpoint(path, map_location=device)
+    if ck.get("method") != CircuitTrainer.method:
+        raise CheckpointError(f"checkpoint {path} was written by a {ck.get('method')!r} trainer, not 'circuit' "
+                              f"(use neuro_lpc.train.load_trained for lpc / vae checkpoints)")
+    try:
+        config = CircuitTrainConfig.from_dict(ck["config"])
+    except (ValueError, TypeError) as e:
+        raise CheckpointError(f"checkpoint {path} holds an unreadable circuit config: {e}") from None
+    model, encoder = build_model(config, ck["image_size"], ck["channels"])
+    try:
+        model.load_state_dict(ck["model"])
+        encoder.load_state_dict(ck["encoder"])
+    except RuntimeError as e:
+        raise CheckpointError(f"checkpoint {path} does not fit the model it describes: {str(e).splitlines()[0]}") from None
+    return model.to(device), encoder.to(device), config, ck
