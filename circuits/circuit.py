@@ -15,10 +15,14 @@ With finite tau_e the z-marginal keeps the posterior mean but *not* its covarian
 (``circuits.analysis``, ``docs/circuits.md``).
 
 Integration is fixed-step Euler-Maruyama (``circuits.integrate``): every state advances together
-from the old state. Key limit: with tau_e = 0, no extra noise, no preconditioning and
-dt = gamma * tau_z one step is z += gamma * score + sqrt(2 gamma T) n, discrete ULA with step gamma;
-the circuit draws n as exactly one ``torch.randn(z.shape, generator=...)`` first in every step, so
-the same seeded generator gives the same chain as ``LangevinSampler(step_size=gamma)``.
+from the old state, except that z moves with the gain G of the *updated* gain units (Algorithm 1's
+order: m' = m + (dt/tau_m)(s^2 - m) first, then z' = z + (dt/tau_z) G(m') s + ...; s at the old state).
+Key limit: with tau_e = 0, no extra noise, no preconditioning and dt = gamma * tau_z one step is
+z += gamma * score + sqrt(2 gamma T) n, discrete ULA with step gamma; the circuit draws n as exactly
+one ``torch.randn(z.shape, generator=...)`` first in every step, so the same seeded generator gives
+the same chain as ``LangevinSampler(step_size=gamma)``. With ``precondition=beta`` (tau_m =
+dt / (1 - beta), m = 0 at the start, G from the bias-corrected m / (1 - beta^t)) it is the same chain
+as ``LangevinSampler(step_size=gamma, precondition=beta)`` (Algorithm 1).
 
 Usage::
 
@@ -71,8 +75,10 @@ class CircuitConfig:
     the time-constant model is heterogeneous; tau_e = 0 = adiabatic error units). temperature: T of
     the intrinsic Langevin noise (None: the noise model's, i.e. 0 for preset ``none``, else 1).
     noise: preset name (``none``, ``ideal``, ``thermal``, ``analog``, ``cortical``), path to a JSON
-    file, dict or :class:`~circuits.noise.NoiseModel`. precondition: None/False (off) or True/"rms"
-    (gain units m with time constant ``precondition_tau`` and floor ``precondition_delta``).
+    file, dict or :class:`~circuits.noise.NoiseModel`. precondition: None/False/0 (off), True/"rms"
+    (gain units m with time constant ``precondition_tau``, starting at the squared initial score) or a
+    decay beta in (0, 1) (Algorithm 1: tau_m = dt / (1 - beta), m = 0 at the start and the gain from
+    the bias-corrected m / (1 - beta^t)); ``precondition_delta`` is the gain floor.
     error_form: "error" or "bogacz". timescales: None (the noise model's, else uniform), a name of
     ``circuits.timescales.TIMESCALES``, a dict or a TimescaleModel. learning_rule: what the decoder
     learns from with ``accumulate_grad`` / ``online_lr``: "hebbian" (the error units' eps, one
@@ -282,7 +288,8 @@ class Circuit:
             x: observations (B, ...) of the decoder's output shape.
             z0: initial value units (B, d); None or "prior" draws from the prior, "encoder" from
                 ``encoder(x) = (mean, var)`` (a reparameterised sample), both with the run generator.
-                Error units start settled at e(x, g(z0)); gain units at the squared initial score.
+                Error units start settled at e(x, g(z0)); gain units at the squared initial score
+                (precondition True/"rms") or at 0 with Adam's bias correction (a decay beta).
             steps: number of steps; record_every: record after every record_every-th step
                 (R = steps // record_every records, at t = k record_every dt).
             generator: the run's random stream (default: a new generator seeded with config.seed).
@@ -473,7 +480,16 @@ class CircuitRun:
             self._eps = model.error(x, mu0).detach().clone()
         self.en = None if c.adiabatic else torch.empty_like(self._eps)
         self.m = None
-        if c.preconditioned:
+        # gain units: a decay beta is Algorithm 1 (m = 0, G from the bias-corrected m / (1 - beta^t));
+        # the continuous form ("rms" / True) starts at the squared initial score, no bias correction
+        self.bias_correct = isinstance(cfg.precondition, float) and c.preconditioned
+        # the gain units' decay per step, beta = 1 - dt / tau_m (exactly the configured beta when uniform)
+        self.gain_beta = 1.0 - self.am
+        if self.bias_correct and not isinstance(ts.tau_m, torch.Tensor):
+            self.gain_beta = float(cfg.precondition)
+        if self.bias_correct:
+            self.m = torch.zeros_like(z0)
+        elif c.preconditioned:
             s0 = model.score(x, z0)
             self.m = (s0 * s0).detach()
         # learning
@@ -498,6 +514,11 @@ class CircuitRun:
             self._forward = self._forward_linear if self.kernel == "linear" else self._forward_autograd
             self._feedback = self._feedback_linear if self.kernel == "linear" else self._feedback_autograd
             self.step = self._step_general
+        # records: the log joint at a recorded state from the next step's forward (no forward per
+        # record) when that forward is the true model's (no value transform, no weight perturbation)
+        self.defer_records = (not plain and not self.value_tr and not self.weights.any)
+        self._request = None
+        self._err_cache = None
         self._lean_record = c.linear_decoder and c.gaussian and not self.learning
         if self._lean_record:  # read once, before the loop (sigma does not change without learning)
             self._record_prec = float(torch.exp(-2 * self.lik.log_sigma.detach()))
@@ -661,7 +682,11 @@ class CircuitRun:
             return v.clone() if v.data_ptr() == eps_fb.data_ptr() else v
         # learning: parameter gradients of log p with the error signal of the learning rule
         exact = self.c.config.learning_rule == "exact" and not self.c.adiabatic
-        cot = self.lik.error(self.x, self._mu_seen) if exact else eps_fb
+        if exact:
+            with torch.no_grad():  # a cotangent: no graph (a learnable sigma would otherwise build one)
+                cot = self.lik.error(self.x, self._mu_seen)
+        else:
+            cot = eps_fb
         with torch.enable_grad():
             outputs, cots = [mu_g], [cot]
             if self.lik_params:
@@ -689,8 +714,14 @@ class CircuitRun:
                     p.add_(g, alpha=self.online_lr / self.B)
         self._pgrads = None
 
+    @torch.no_grad()
     def _target(self, mu_s):
-        """What the error units relax to: e(x, mu) (form "error") or x - mu (form "bogacz")."""
+        """What the error units relax to: e(x, mu) (form "error") or x - mu (form "bogacz").
+
+        State update only, so without a graph: with a learnable sigma e(x, mu) would otherwise require
+        grad (and the in-place / ``out=`` updates raise). Parameter gradients come from the learning
+        backward in ``_feedback_autograd``, not from here.
+        """
         return (self.x - mu_s) if self.bogacz else self.lik.error(self.x, mu_s)
 
     def _step_general(self):
@@ -705,12 +736,15 @@ class CircuitRun:
         for tr in self.value_tr:
             z_in = tr(z_in)
         mu = self._forward(z_in)
+        mu_true = mu  # the true model's g(z) when defer_records
         for tr in self.pred_tr:
             mu = tr(mu)
         self._mu_seen = mu
         target = self._target(mu)
         if self.c.adiabatic:
             eps_cur = target / self.leak if self.bogacz else target
+            if self._request is not None:
+                self._fill_request(z, mu_true, None if self.pred_tr else eps_cur)
             if self.err_inc:
                 ref = eps_cur
                 eps_cur = eps_cur.clone()
@@ -719,6 +753,8 @@ class CircuitRun:
             self.eps = eps_cur
         else:
             eps_cur = self.eps
+            if self._request is not None:
+                self._fill_request(z, mu_true, None)
         eps_fb = eps_cur
         for tr in self.err_tr:
             eps_fb = tr(eps_fb)
@@ -726,12 +762,24 @@ class CircuitRun:
         s = v.sub_(z, alpha=1.0 / self.sp2)  # the score-like drift J^T eps - z / s_p^2
         zn = self.zn
         if self.m is not None:
-            G = (self.m.sqrt() + self.delta).reciprocal_()
-            _axpy_into(zn, z, G * s, self.az)
+            # Algorithm 1's order: the gain units advance first (m' = beta m + (1 - beta) s^2, the EM step
+            # of tau_m dm = (s^2 - m) dt), then z moves with the updated gain; written as the discrete
+            # sampler writes it, so the adiabatic limit agrees with it bit for bit where it can
+            b = self.gain_beta
+            if isinstance(b, torch.Tensor):
+                self.m.mul_(b).addcmul_(s * s, 1.0 - b)
+            else:
+                self.m.mul_(b).addcmul_(s, s, value=1.0 - b)
+            G = self._gain(self.k + 1)
+            if isinstance(self.az, torch.Tensor):
+                _axpy_into(zn, z, G * s, self.az)
+            else:
+                torch.addcmul(z, G, s, value=self.az, out=zn)
             if self.noisy:
-                zn.addcmul_(self.n, G.sqrt_() * self.cz)
-            ds = s * s - self.m
-            _axpy(self.m, ds, self.am)
+                if isinstance(self.cz, torch.Tensor):
+                    zn.addcmul_(self.n, G.sqrt_() * self.cz)
+                else:
+                    zn.addcmul_(G.sqrt_(), self.n, value=self.cz)
         else:
             _axpy_into(zn, z, s, self.az)
             if self.noisy:
@@ -789,7 +837,11 @@ class CircuitRun:
         else:
             mu = model.decoder(z)
             lj = model.likelihood.log_prob(x, mu) + model.log_prior(z)
-            en = torch.linalg.vector_norm(model.error(x, mu).reshape(self.B, -1), dim=1) if self.c.adiabatic else None
+            en = None
+            if self.c.adiabatic:
+                err = model.error(x, mu)
+                self._err_cache = (self.k, err)  # error_units() of this state without another forward
+                en = torch.linalg.vector_norm(err.reshape(self.B, -1), dim=1)
         if en is None:
             en = torch.linalg.vector_norm(self.eps.reshape(self.B, -1), dim=1)
         return lj, en
@@ -799,7 +851,45 @@ class CircuitRun:
         """The error units' state (for adiabatic units: e(x, g(z)) at the current z, noise-free)."""
         if not self.c.adiabatic:
             return self.eps
+        if self._err_cache is not None and self._err_cache[0] == self.k:
+            return self._err_cache[1]
         return self.c.model.error(self.x, self.c.model.decoder(self.z))
+
+    # deferred records: the next step's forward fills what a record needs of the true model
+    def request_record(self, lj: torch.Tensor, en: torch.Tensor | None, eps: torch.Tensor | None) -> None:
+        """Have the next step write log p(x, z) of the current z into ``lj`` (and, adiabatic, ||e(x, g(z))||
+        into ``en``, e(x, g(z)) into ``eps``), from the forward it does anyway (``defer_records`` only)."""
+        self._request = (lj, en, eps)
+
+    @torch.no_grad()
+    def _fill_request(self, z, mu, err):
+        lj, en, eps = self._request
+        self._request = None
+        torch.add(self.lik.log_prob(self.x, mu), self.c.model.log_prior(z), out=lj)
+        if en is None and eps is None:
+            return
+        if err is None:
+            err = self.c.model.error(self.x, mu)
+        if en is not None:
+            torch.linalg.vector_norm(err.reshape(self.B, -1), dim=1, out=en)
+        if eps is not None:
+            eps.copy_(err)
+
+    def resolve_request(self) -> None:
+        """Fill a pending record request now (one forward at the current state)."""
+        if self._request is None:
+            return
+        lj, en, eps = self._request
+        self._request = None
+        lj_, en_ = self.measure()
+        lj.copy_(lj_)
+        if en is not None:
+            en.copy_(en_)
+        if eps is not None:
+            eps.copy_(self.error_units())
+
+    def drop_request(self) -> None:
+        self._request = None
 
     def xmb_cache(self):
         if not hasattr(self, "_xmb"):
@@ -815,8 +905,16 @@ class CircuitRun:
             self._ljc = -n * (ls + 0.5 * LOG_2PI) - d * (math.log(self.c.prior_std) + 0.5 * LOG_2PI)
         return self._ljc
 
-    def gain(self):
+    def _gain(self, t: int) -> torch.Tensor:
+        """G = 1 / (sqrt(m_hat) + delta) after t steps: m_hat = m / (1 - beta^t) for a decay beta, else m."""
+        if self.bias_correct:
+            corr = 1 - self.gain_beta ** t  # per unit with per-unit tau_m
+            return (self.m / corr).sqrt_().add_(self.delta).reciprocal_()
         return (self.m.sqrt() + self.delta).reciprocal_()
+
+    def gain(self):
+        """The gain of the step just taken (the current state)."""
+        return self._gain(self.k)
 
     def noise_records(self) -> dict[str, torch.Tensor]:
         out = {}
@@ -844,6 +942,7 @@ class CircuitRun:
 
     def restore(self, snap: dict) -> None:
         self.k = snap["k"]
+        self._err_cache = None
         for name, t in snap["state"].items():
             cur = getattr(self, name)
             if t is not None and cur is not None and cur.shape == t.shape:

@@ -169,15 +169,25 @@ class _Records:
         self.steps = [0] * size  # the step of each record (host ints: no sync)
 
     def put(self, i: int, run) -> None:
+        """Record the current state. With ``run.defer_records`` the log joint (and, adiabatic, the error)
+        is left to the next step's forward (``run.request_record``): call ``run.resolve_request()``
+        before reading a record that no step has followed."""
         self.z[i].copy_(run.z)
-        lj, en = run.measure()
-        self.log_joint[i].copy_(lj)
-        self.extras["error_norm"][i].copy_(en)
+        if run.defer_records:
+            adiabatic = run.c.adiabatic
+            if not adiabatic:
+                torch.linalg.vector_norm(run.eps.reshape(run.B, -1), dim=1, out=self.extras["error_norm"][i])
+            run.request_record(self.log_joint[i], self.extras["error_norm"][i] if adiabatic else None,
+                               self.extras["eps"][i] if (self.record_eps and adiabatic) else None)
+        else:
+            lj, en = run.measure()
+            self.log_joint[i].copy_(lj)
+            self.extras["error_norm"][i].copy_(en)
         if run.m is not None:
             self.extras["gain"][i].copy_(run.gain())
         for name, v in run.noise_records().items():
             self.extras[name][i].copy_(v)
-        if self.record_eps:
+        if self.record_eps and not (run.defer_records and run.c.adiabatic):
             self.extras["eps"][i].copy_(run.error_units())
         self.steps[i] = run.k
 
@@ -225,6 +235,7 @@ def run_em(circuit, x, z0=None, steps: int = 1000, record_every: int = 10, gener
             snap = run.snapshot()
             return
         k_end = run.k
+        run.drop_request()  # a pending record is of step k_end, past the first bad step: not kept
         run.restore(snap)
         bad_step = None
         while run.k < k_end:
@@ -262,10 +273,12 @@ def run_em(circuit, x, z0=None, steps: int = 1000, record_every: int = 10, gener
                 last = filled
                 filled += 1
                 if streaming and filled == block:
+                    run.resolve_request()  # the block's last record, before it is written
                     flush(filled)
                     filled = 0
             if k % check_every == 0 or k == steps:
                 check()
+        run.resolve_request()  # the last record, when no step followed it: one forward
         if streaming:
             if filled:
                 flush(filled)
@@ -322,6 +335,11 @@ def run_ode(circuit, x, z0=None, t_end: float = 0.1, n_points: int = 101, t=None
     run._eps_fn = None  # the ODE carries eps itself (no reduced-basis reconstruction)
     tt = t.to(circuit.device, circuit.dtype)
     has_eps, has_m = not circuit.adiabatic, run.m is not None
+    if has_m and run.bias_correct:
+        # the ODE has no step count for Adam's bias correction: gain units start at the squared
+        # initial score (the bias-corrected m_hat of the first step), as the continuous form does
+        s0 = circuit.model.score(x, z0)
+        run.m = (s0 * s0).detach()
     y0 = (z0,) + ((run.eps,) if has_eps else ()) + ((run.m,) if has_m else ())
 
     def f(_t, y):

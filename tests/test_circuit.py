@@ -6,6 +6,7 @@ discrete Lyapunov equation (and the SDE by a continuous one), EM has weak order 
 noise-free circuit is an ODE that torchdiffeq integrates to high accuracy.
 """
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -134,6 +135,58 @@ def test_adiabatic_circuit_is_discrete_lpc(kind):
     torch.testing.assert_close(traj.t, torch.arange(1, steps // 5 + 1, dtype=F64) * 5 * gamma * tau_z)
 
 
+def discrete_case(kind, batch=6):
+    """(model, x, z0) of the adiabatic-limit tests: linear, MLP or conv decoder, float64."""
+    if kind == "linear":
+        model, x1 = linear_model(4, 12, 0.5, seed=1)
+        x = x1.expand(batch, -1).contiguous() + 0.1 * torch.randn(batch, 12, generator=torch.Generator().manual_seed(0),
+                                                                  dtype=F64)
+    elif kind == "mlp":
+        model = mlp_model(3, 6, seed=2)
+        x = torch.randn(batch, 6, generator=torch.Generator().manual_seed(0), dtype=F64)
+    else:
+        model = conv_model(4, seed=3)
+        x = torch.randn(batch, 1, 4, 4, generator=torch.Generator().manual_seed(0), dtype=F64)
+    z0 = torch.randn(batch, model.latent_dim, generator=torch.Generator().manual_seed(9), dtype=F64)
+    return model, x, z0
+
+
+@pytest.mark.parametrize("beta", [0.25, 0.9])
+@pytest.mark.parametrize("kind", ["linear", "mlp", "conv"])
+def test_adiabatic_preconditioned_circuit_is_algorithm_1(kind, beta):
+    """precondition = beta (tau_m = dt / (1 - beta)), tau_e = 0, dt = gamma tau_z: the gain units advance first
+    (m(t) = beta m(t-1) + (1 - beta) s^2 from m = 0) and G = 1 / (sqrt(m / (1 - beta^t)) + delta) uses the
+    updated, bias-corrected m, so the EM chain is Algorithm 1: LangevinSampler(precondition=beta), same draws."""
+    model, x, z0 = discrete_case(kind)
+    gamma, tau_z, steps = 0.02, 0.01, 60
+    ref = LangevinSampler(step_size=gamma, steps=steps, precondition=beta).sample(
+        model, x, z0, record_every=5, generator=torch.Generator().manual_seed(42))
+    circuit = Circuit(model, CircuitConfig(dt=gamma * tau_z, tau_z=tau_z, tau_e=0.0, precondition=beta))
+    traj = circuit.simulate(x, z0, steps=steps, record_every=5, generator=torch.Generator().manual_seed(42))
+    assert circuit.state["kernel"] == ("linear" if kind == "linear" else "autograd")
+    torch.testing.assert_close(traj.z, ref.z_trace, rtol=0, atol=1e-11)
+    torch.testing.assert_close(traj.log_joint, ref.log_joint_trace, rtol=1e-12, atol=1e-9)
+    # the recorded gain is the G of the step just taken: bias-corrected with t = steps at the end
+    m_hat = circuit.state["m"] / (1 - beta**steps)
+    torch.testing.assert_close(traj.extras["gain"][-1], 1 / (m_hat.sqrt() + 1e-8), rtol=1e-12, atol=0)
+
+
+def test_preconditioned_decoder_gradients_equal_algorithm_1():
+    """accumulate_grad with precondition = beta: the same grad_theta sums as LangevinSampler(precondition=beta)."""
+    model = conv_model(4, seed=5, learn_sigma=True)
+    x = torch.randn(5, 1, 4, 4, generator=torch.Generator().manual_seed(1), dtype=F64)
+    z0 = torch.randn(5, 4, generator=torch.Generator().manual_seed(2), dtype=F64)
+    gamma, tau_z, steps, beta = 0.02, 0.01, 20, 0.5
+    LangevinSampler(step_size=gamma, steps=steps, precondition=beta).sample(
+        model, x, z0, generator=torch.Generator().manual_seed(3), accumulate_grad=True)
+    ref = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad(set_to_none=True)
+    circuit = Circuit(model, CircuitConfig(dt=gamma * tau_z, tau_z=tau_z, tau_e=0.0, precondition=beta))
+    circuit.simulate(x, z0, steps=steps, generator=torch.Generator().manual_seed(3), accumulate_grad=True)
+    for p, r in zip(model.parameters(), ref):
+        torch.testing.assert_close(p.grad, r, rtol=1e-9, atol=1e-12)
+
+
 @pytest.mark.parametrize("d, n", [(3, 7), (6, 4)])
 @pytest.mark.parametrize("tau_e", [2e-3, 0.0])
 @pytest.mark.parametrize("form", ["error", "bogacz"])
@@ -208,6 +261,82 @@ def test_online_learning_moves_weights_by_the_accumulated_gradient():
     moved = model.decoder.weight.detach() - w0
     assert moved.abs().max() > 0
     torch.testing.assert_close(moved, -lr * steps * model.decoder.weight.grad, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("lik", ["gaussian", "discretized"])
+@pytest.mark.parametrize("noise", ["ideal", "thermal"])
+def test_learning_with_finite_tau_e_and_a_learned_sigma(lik, noise):
+    """accumulate_grad with finite tau_e and a learnable sigma: runs without a warning, and with the "exact"
+    rule every gradient is -1/(B steps) sum_t grad_theta log p(x, z(t-1)) at the recorded states; "hebbian"
+    gives the same sigma gradient (it comes from log p directly) and finite decoder gradients."""
+    from neuro_lpc import DiscretizedGaussianLikelihood
+    torch.manual_seed(30)
+    dec = nn.Sequential(nn.Linear(3, 16), nn.Tanh(), nn.Linear(16, 6)).double()
+    likelihood = GaussianLikelihood(0.3, learn_sigma=True) if lik == "gaussian" else DiscretizedGaussianLikelihood()
+    model = GenerativeModel(dec, likelihood.double(), latent_dim=3)
+    g = torch.Generator().manual_seed(0)
+    x = torch.round((torch.rand(4, 6, generator=g, dtype=F64) + 0.5) * 127.5) / 127.5 - 1  # bin centres
+    z0 = torch.randn(4, 3, generator=g, dtype=F64)
+    steps = 5
+    grads = {}
+    for rule in ("exact", "hebbian"):
+        model.zero_grad(set_to_none=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # e.g. float() of a sigma that requires grad
+            circuit = Circuit(model, CircuitConfig(tau_e=2e-3, dt=1e-4, noise=noise, learning_rule=rule))
+            traj = circuit.simulate(x, z0, steps=steps, record_every=1, accumulate_grad=True)
+        grads[rule] = [p.grad.clone() for p in model.parameters()]
+        for p in model.parameters():
+            assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().max() > 0
+    # reference: the states before each step are z0, z(1), ..., z(steps - 1)
+    zs = torch.cat([z0[None], traj.z[:-1]]).reshape(-1, 3)
+    model.zero_grad(set_to_none=True)
+    loss = -model.log_joint(x.repeat(steps, 1), zs).sum() / (x.shape[0] * steps)
+    loss.backward()
+    ref = [p.grad.clone() for p in model.parameters()]
+    for got, r in zip(grads["exact"], ref):
+        torch.testing.assert_close(got, r, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(grads["hebbian"][-1], ref[-1], rtol=1e-9, atol=1e-12)  # log sigma
+    # without learning too (the linear kernel with noise sources, a learnable sigma)
+    lm, x1 = linear_model(3, 5, 0.5, seed=31, learn_sigma=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Circuit(lm, CircuitConfig(tau_e=2e-3, dt=1e-4, noise=noise)).simulate(x1.expand(2, -1), steps=5, record_every=5)
+
+
+@pytest.mark.parametrize("tau_e", [2e-3, 0.0])
+@pytest.mark.parametrize("record_eps", [False, True])
+def test_records_take_the_log_joint_from_the_next_steps_forward(tmp_path, tau_e, record_eps):
+    """No decoder forward per record: the log joint (and, adiabatic, the error) at a recorded state comes
+    from the next step's forward, the last record from one forward at the end -- as LangevinSampler. A
+    run is 1 forward (initial error units) + 1 per step + 1; the records are those of the true model."""
+    model, dec = counted_model()
+    x = torch.randn(3, 6, generator=torch.Generator().manual_seed(0), dtype=F64)
+    z0 = torch.randn(3, 3, generator=torch.Generator().manual_seed(1), dtype=F64)
+    cfg = CircuitConfig(dt=1e-4, tau_e=tau_e, noise="thermal", record_buffer=3)
+    traj = Circuit(model, cfg).simulate(x, z0, steps=20, record_every=2, record_eps=record_eps)
+    assert dec.calls == 1 + 20 + 1
+    with torch.no_grad():
+        mu = model.decoder(traj.z.reshape(-1, 3))
+        lj = model.log_joint(x.repeat(10, 1), traj.z.reshape(-1, 3)).reshape(10, 3)
+        err = model.error(x.repeat(10, 1), mu).reshape(10, 3, 6)
+    torch.testing.assert_close(traj.log_joint, lj, rtol=1e-12, atol=1e-10)
+    if tau_e == 0:
+        torch.testing.assert_close(traj.extras["error_norm"], torch.linalg.vector_norm(err, dim=2), rtol=1e-12,
+                                   atol=1e-10)
+        if record_eps:
+            torch.testing.assert_close(traj.extras["eps"], err, rtol=1e-12, atol=1e-10)
+    # streamed in blocks of 3 records (the last record of a block is measured before its write): the same
+    disk = Circuit(model, cfg).simulate(x, z0, steps=20, record_every=2, record_eps=record_eps,
+                                        record_path=tmp_path / "r.h5")
+    for key in ("z", "log_joint"):
+        torch.testing.assert_close(getattr(disk, key), getattr(traj, key), rtol=0, atol=0)
+    for key, v in traj.extras.items():
+        torch.testing.assert_close(disk.extras[key], v, rtol=0, atol=0)
+    # steps not a multiple of record_every: the last record is taken from the last step's forward
+    dec.calls = 0
+    Circuit(model, cfg).simulate(x, z0, steps=21, record_every=2)
+    assert dec.calls == 1 + 21 + (1 if tau_e == 0 else 0)  # adiabatic: the final error units
 
 
 # --------------------------------------------------------------------- linear-Gaussian theory ----
