@@ -19,17 +19,17 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import time
 import traceback
-from dataclasses import asdict, dataclass, field
+import warnings
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from neuro_lpc.config import TrainConfig, atomic_write_text, git_commit, package_versions, resolve_device
-from neuro_lpc.errors import CheckpointError
+from neuro_lpc.errors import CheckpointError, DivergenceError
 
 DEFAULT_NOISE = "analog"
 
@@ -48,16 +48,18 @@ class StudyConfig:
     seed: int = 0
     device: str = "auto"
     # training (same data and optimiser-step budget for all three methods)
-    train_batches: int = 140                   # about one epoch of animal-mnist at batch 64
+    train_batches: int = 280                   # about two epochs of animal-mnist at batch 64
     batch_size: int = 64
     langevin_steps: int = 20                   # T per batch (paper: 300) -- named in the report
-    step_size: float = 1e-3                    # gamma; no preconditioning (see docs/study.md)
-    precondition: float | None = None
+    step_size: float = 0.1                     # gamma with preconditioning beta = 0.25: the paper's CIFAR-10/CelebA setting
+    precondition: float | None = 0.25          # (Appendix A.1). Without it early scores reach |s| ~ 1e5 and ULA diverges
+                                               # unless gamma < 2 / lambda_max (docs/study.md)
     warm_start: str = "jeffreys"
     prior_init_batches: int = 20
     # circuit
     tau_z: float = 10e-3                       # value units, 10 ms (cortical range 10-20 ms)
-    tau_e: float = 2e-3                        # error units, 2 ms
+    tau_e: float = 0.0                         # adiabatic error units by default: finite tau_e makes the z-eps loop of an
+                                               # image model underdamped unless tau_e < tau_z / (4 lambda_max(P)); see docs/study.md
     # posterior comparison
     posterior_chains: int = 32
     posterior_steps: int = 400
@@ -69,12 +71,13 @@ class StudyConfig:
     full_protocol: bool = False                # 50,000 samples with Inception features (paper)
     k: int = 5
     cache_dir: str | None = None
+    quick_features: bool = False               # a 1-epoch feature classifier (set by --quick)
 
     def apply_quick(self) -> "StudyConfig":
         if self.quick:
-            self.train_batches, self.langevin_steps, self.prior_init_batches = 12, 5, 4
+            self.train_batches, self.langevin_steps, self.prior_init_batches = 30, 5, 4
             self.posterior_chains, self.posterior_steps, self.record_every = 8, 80, 2
-            self.spread_chains, self.n_samples = 6, 200
+            self.spread_chains, self.n_samples, self.quick_features = 6, 200, True
         if self.full_protocol:
             self.n_samples, self.feature = 50_000, "inception"
         return self
@@ -146,6 +149,16 @@ def _train_config(cfg: StudyConfig, method: str) -> TrainConfig:
                        max_batches_per_epoch=cfg.train_batches, seed=cfg.seed, device=cfg.device, sample_grid=0)
 
 
+def _cache_folder(root: Path, name: str, config) -> Path:
+    """models/<name>-<hash of the training config>: a cached model is reused only for the same config."""
+    import hashlib
+
+    d = config.to_dict() if hasattr(config, "to_dict") else asdict(config)
+    d = {k: v for k, v in d.items() if k not in ("device",)}
+    h = hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    return root / f"{name}-{h}"
+
+
 def _fit_cached(trainer, train_set, folder: Path) -> tuple[list[dict], float]:
     """Train, or resume from the cached checkpoint in ``folder`` (a finished run returns at once)."""
     t0 = time.perf_counter()
@@ -168,7 +181,7 @@ def circuit_config_for(cfg: StudyConfig, noise, device):
     """The circuit matched to the discrete chain: dt = gamma * tau_z (one EM step per Langevin step)."""
     from .circuit import CircuitConfig
 
-    return CircuitConfig(dt=cfg.step_size * cfg.tau_z, tau_z=cfg.tau_z, tau_e=cfg.tau_e, temperature=1.0,
+    return CircuitConfig(dt=cfg.step_size * cfg.tau_z, tau_z=cfg.tau_z, tau_e=cfg.tau_e, temperature=None,
                          noise=noise, precondition=cfg.precondition, seed=cfg.seed, device=str(device))
 
 
@@ -181,8 +194,10 @@ def posterior_summary(z_trace, lj_trace, t, x, model, wall_s: float) -> dict:
     half = slice(R // 2, R)
     zs = z_trace[half].double().cpu()
     dt_rec = float(t[1] - t[0])
-    tau = integrated_autocorr_time(zs)                      # (B, d) in records
-    ess = effective_sample_size(zs)                         # (B, d)
+    with warnings.catch_warnings():  # short CPU-sized chains: the report states that the ESS is a rough estimate
+        warnings.simplefilter("ignore", RuntimeWarning)
+        tau = integrated_autocorr_time(zs)                  # (B, d) in records
+        ess = effective_sample_size(zs)                     # (B, d)
     duration = dt_rec * zs.shape[0]
     with torch.no_grad():
         zz = z_trace[half].to(x.device)
@@ -197,9 +212,9 @@ def posterior_summary(z_trace, lj_trace, t, x, model, wall_s: float) -> dict:
         "log_joint_mean": float(lj_trace[half].mean()),
         "log_joint_std_within_chain": float(lj_trace[half].std(0).mean()),
         "recon_mse": recon,
-        "autocorr_time_s": float(tau.median()) * dt_rec,
-        "ess_per_unit_time": float(ess.median()) / duration,
-        "ess_per_wall_second": float(ess.median()) * zs.shape[1] / max(wall_s, 1e-9),
+        "autocorr_time_s": float(tau.nanmedian()) * dt_rec,
+        "ess_per_unit_time": float(ess.nanmedian()) / duration,
+        "ess_per_wall_second": float(ess.nanmedian()) * zs.shape[1] / max(wall_s, 1e-9),
         "time_to_typical_set_s": float(ttt.median()) if len(ttt) else float("nan"),
         "chains": int(z_trace.shape[1]),
         "duration_s": float(t[-1]),
@@ -233,26 +248,30 @@ def run_posterior_comparison(cfg, model, encoder, test_x, noise, device, out: Pa
                       attrs={"method": "discrete", "step_size": cfg.step_size, "tau_z": cfg.tau_z})
     disc.to_hdf5(out / "posterior_discrete.h5", attrs={"study": asdict(cfg), "method": "discrete"})
 
-    t0 = time.perf_counter()
-    traj = circuit.simulate(x, z0, steps=steps, record_every=rec, generator=torch.Generator(device=device).manual_seed(gen_seed + 1),
-                            record_path=out / "posterior_circuit.h5")
-    wall_c = time.perf_counter() - t0
-
-    summary = {
-        "discrete": posterior_summary(disc.z, disc.log_joint, disc.t, x, model, wall_d),
-        "circuit": posterior_summary(traj.z, traj.log_joint, traj.t, x, model, wall_c),
-    }
+    summary = {"discrete": posterior_summary(disc.z, disc.log_joint, disc.t, x, model, wall_d)}
+    traces = {"discrete": (disc.z, x)}
+    lj = {"discrete": (disc.t.numpy(), disc.log_joint.numpy(), lj0.cpu().numpy())}
     # spread across chains from one shared start on one image
     xs = x[:1].expand(cfg.spread_chains, *x.shape[1:]).contiguous()
     zs0 = z0[:1].expand(cfg.spread_chains, -1).contiguous()
     sres = sampler.sample(model, xs, zs0, record_every=rec, generator=torch.Generator(device=device).manual_seed(gen_seed + 2))
-    straj = circuit.simulate(xs, zs0, steps=steps, record_every=rec, generator=torch.Generator(device=device).manual_seed(gen_seed + 2))
     q = max(1, sres.z_trace.shape[0] // 4)
     summary["discrete"]["chain_spread"] = float(across_chain_spread(sres.z_trace[-q:].cpu()).mean())
-    summary["circuit"]["chain_spread"] = float(across_chain_spread(straj.z[-q:].cpu()).mean())
-    traces = {"discrete": (disc.z, x), "circuit": (traj.z, x)}
-    lj = {"discrete": (disc.t.numpy(), disc.log_joint.numpy(), lj0.cpu().numpy()),
-          "circuit": (traj.t.cpu().numpy(), traj.log_joint.cpu().numpy(), lj0.cpu().numpy())}
+
+    t0 = time.perf_counter()
+    try:
+        traj = circuit.simulate(x, z0, steps=steps, record_every=rec,
+                                generator=torch.Generator(device=device).manual_seed(gen_seed + 1),
+                                record_path=out / "posterior_circuit.h5")
+        wall_c = time.perf_counter() - t0
+        summary["circuit"] = posterior_summary(traj.z, traj.log_joint, traj.t, x, model, wall_c)
+        straj = circuit.simulate(xs, zs0, steps=steps, record_every=rec,
+                                 generator=torch.Generator(device=device).manual_seed(gen_seed + 2))
+        summary["circuit"]["chain_spread"] = float(across_chain_spread(straj.z[-q:].cpu()).mean())
+        traces["circuit"] = (traj.z, x)
+        lj["circuit"] = (traj.t.cpu().numpy(), traj.log_joint.cpu().numpy(), lj0.cpu().numpy())
+    except DivergenceError as e:  # report the divergence (step and unit named) instead of failing the study
+        summary["circuit"] = {"diverged": str(e), "diverged_step": e.step, "wall_s": time.perf_counter() - t0}
     return summary, traces, lj
 
 
@@ -266,7 +285,13 @@ def choose_feature(cfg: StudyConfig, device) -> str:
 def sample_quality(models: dict, cfg: StudyConfig, device, feature: str) -> tuple[dict, dict]:
     from neuro_lpc.metrics import evaluate_samples, make_feature_network, real_statistics
 
-    net = make_feature_network(feature, cfg.dataset, device=device, cache_dir=cfg.cache_dir, root=cfg.data_root)
+    if feature == "classifier":
+        from neuro_lpc.metrics import SmallClassifierFeatures
+
+        net = SmallClassifierFeatures.for_dataset(cfg.dataset, root=cfg.data_root, cache_dir=cfg.cache_dir, device=device,
+                                                  epochs=1 if cfg.quick_features else 5, seed=cfg.seed)
+    else:
+        net = make_feature_network(feature, cfg.dataset, device=device, cache_dir=cfg.cache_dir, root=cfg.data_root)
     from neuro_lpc.data import load_dataset
 
     _, test, _ = load_dataset(cfg.dataset, cfg.data_root)
@@ -301,22 +326,31 @@ def render_markdown(report: dict) -> str:
     ]
     for name in ("discrete", "circuit", "vae"):
         s, p = m[name]["samples"], m[name].get("posterior", {})
-        lines.append(f"| {name} | {_fmt(s.get(dist_key))} | {_fmt(s['density'])} | {_fmt(s['coverage'])} | "
+        lines.append(f"| {name} | {_fmt(s.get(dist_key))} | {_fmt(s.get('density'))} | {_fmt(s.get('coverage'))} | "
                      f"{_fmt(p.get('log_joint_mean'), 5)} | {_fmt(p.get('recon_mse'))} | {_fmt(p.get('ess_per_unit_time'))} | "
                      f"{_fmt(p.get('chain_spread'))} | {_fmt(m[name]['wall_s'], 3)} |")
     c = report["config"]
+    for name in ("discrete", "circuit", "vae"):
+        p = m[name].get("posterior", {})
+        if "diverged" in p:
+            lines.append(f"\n**{name} posterior run diverged:** {p['diverged'].splitlines()[0]}")
+    for what, msg in report.get("failures", {}).items():
+        lines.append(f"\n**{what.replace('_', ' ')} diverged:** {msg.splitlines()[0]}")
+    n_s = next((m[k]["samples"].get("n") for k in m if "n" in m[k]["samples"]), None)
+    n_r = next((m[k]["samples"].get("n_real") for k in m if "n_real" in m[k]["samples"]), None)
     lines += [
         "",
         f"# Circuit vs discrete LPC — noise `{report['noise_label']}`, data `{c['dataset']}`",
         "",
-        f"- Sample quality: {report['feature_label']}, {m['discrete']['samples']['n']} samples per model against "
-        f"{m['discrete']['samples'].get('n_real')} real test images, k = {c['k']} for density/coverage.",
+        f"- Sample quality: {report['feature_label']}, {n_s} samples per model against "
+        f"{n_r} real test images, k = {c['k']} for density/coverage.",
         f"- Training: {c['train_batches']} optimiser steps of batch {c['batch_size']} for every method; LPC chains of "
         f"T = {c['langevin_steps']} Langevin steps per batch (the paper uses T = 300; CPU-sized here), step {c['step_size']}, "
         f"preconditioning {c['precondition']}, warm start `{c['warm_start']}`. The circuit presents each batch for the "
         f"same number of Euler–Maruyama steps of dt = γ·τ_z.",
         f"- Posterior: {c['posterior_chains']} test images, same warm starts for both samplers, {c['posterior_steps']} steps "
-        f"(circuit dt = {c['step_size'] * c['tau_z']:.3g} s, tau_z = {c['tau_z']} s, tau_e = {c['tau_e']} s); the second half "
+        f"(circuit dt = {c['step_size'] * c['tau_z']:.3g} s, tau_z = {c['tau_z']} s, tau_e = {c['tau_e']} s"
+        f"{' = adiabatic error units' if not c['tau_e'] else ''}; a noise preset's time-constant model may override them); the second half "
         f"of each run is treated as stationary. Time axis of the discrete chain: step · γ · τ_z. "
         f"Chain spread: std across {c['spread_chains']} chains from one shared start (0 for a noise-free circuit).",
         f"- Posterior metrics of the `vae` row are not computed (it has no sampler); the `circuit` row's posterior "
@@ -366,7 +400,7 @@ def _run(cfg: StudyConfig, out: Path, noise, log) -> dict:
     torch.manual_seed(cfg.seed)
     train_set, test_set, info = load_dataset(cfg.dataset, cfg.data_root)
     models_dir = out / "models"
-    histories, walls, trained = {}, {}, {}
+    histories, walls, trained, failures = {}, {}, {}, {}
 
     # 1. discrete LPC (loaded or trained) -----------------------------------------------------
     if cfg.model:
@@ -378,7 +412,7 @@ def _run(cfg: StudyConfig, out: Path, noise, log) -> dict:
         tc = _train_config(cfg, "lpc")
         model, encoder = build_model(tc, info.image_size, info.channels)
         tr = LPCTrainer(model, encoder, tc)
-        histories["discrete"], walls["discrete"] = _fit_cached(tr, train_set, models_dir / "discrete")
+        histories["discrete"], walls["discrete"] = _fit_cached(tr, train_set, _cache_folder(models_dir, "discrete", tc))
     trained["discrete"] = (model, encoder)
 
     # 2. circuit-trained and VAE ----------------------------------------------------------------
@@ -389,12 +423,17 @@ def _run(cfg: StudyConfig, out: Path, noise, log) -> dict:
                              presentation_steps=cfg.langevin_steps)
     cm, ce = build_model(_train_config(cfg, "lpc"), info.image_size, info.channels)
     ctr = CircuitTrainer(cm, ce, ctc)
-    histories["circuit"], walls["circuit"] = _fit_cached(ctr, train_set, models_dir / "circuit")
-    trained["circuit"] = (cm, ce)
+    try:
+        histories["circuit"], walls["circuit"] = _fit_cached(ctr, train_set, _cache_folder(models_dir, "circuit", ctc))
+        trained["circuit"] = (cm, ce)
+    except DivergenceError as e:  # a finding, not a crash: report it and go on with the other methods
+        failures["circuit_training"] = str(e)
+        log(f"      circuit training diverged: {str(e).splitlines()[0]}")
+        histories["circuit"], walls["circuit"] = [], float("nan")
     log("[2/5] training the VAE baseline")
     vc = _train_config(cfg, "vae")
     vm, ve = build_model(vc, info.image_size, info.channels)
-    histories["vae"], walls["vae"] = _fit_cached(VAETrainer(vm, ve, vc), train_set, models_dir / "vae")
+    histories["vae"], walls["vae"] = _fit_cached(VAETrainer(vm, ve, vc), train_set, _cache_folder(models_dir, "vae", vc))
     trained["vae"] = (vm, ve)
     for m, e in trained.values():
         m.eval(), e.eval()
@@ -408,6 +447,7 @@ def _run(cfg: StudyConfig, out: Path, noise, log) -> dict:
     feature = choose_feature(cfg, device)
     log(f"[4/5] sample quality with {feature} features, {cfg.n_samples} samples per model")
     quality, samples = sample_quality({k: v[0] for k, v in trained.items()}, cfg, device, feature)
+    label = next(iter(quality.values()))["label"]
 
     # 5. figures and report -----------------------------------------------------------------------
     log("[5/5] figures and report")
@@ -419,13 +459,13 @@ def _run(cfg: StudyConfig, out: Path, noise, log) -> dict:
 
     methods = {}
     for name in ("discrete", "circuit", "vae"):
-        methods[name] = {"samples": quality[name], "wall_s": walls[name],
+        methods[name] = {"samples": quality.get(name, {"diverged": failures.get("circuit_training")}), "wall_s": walls[name],
                          "final_train_loss_per_dim": histories[name][-1]["loss_per_dim"] if histories[name] else None}
         if name in post:
             methods[name]["posterior"] = post[name]
-    feature_label = quality["discrete"]["label"]
+    feature_label = label
     report = {
-        "methods": methods, "config": asdict(cfg), "feature": feature, "feature_label": feature_label,
+        "methods": methods, "config": asdict(cfg), "feature": feature, "feature_label": feature_label, "failures": failures,
         "noise_label": cfg.noise_config or cfg.noise,
         "noise": noise if isinstance(noise, str) else noise.to_dict(),
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
@@ -470,6 +510,8 @@ def build_parser():
     p.add_argument("--train-batches", type=int)
     p.add_argument("--langevin-steps", type=int)
     p.add_argument("--posterior-steps", type=int)
+    p.add_argument("--tau-z", type=float, help="value-unit time constant in s (default 0.01)")
+    p.add_argument("--tau-e", type=float, help="error-unit time constant in s (default 0: adiabatic; see docs/study.md)")
     p.add_argument("--cache-dir", help="cache for the feature network and real-set statistics (default: <out>/../.cache)")
     return p
 
@@ -482,7 +524,7 @@ def main(argv=None) -> int:
                       data_root=args.data_root, quick=args.quick, seed=args.seed, device=args.device, feature=args.feature,
                       full_protocol=args.full_protocol, cache_dir=args.cache_dir)
     cfg.apply_quick()
-    for flag, name in (("n_samples", "n_samples"), ("train_batches", "train_batches"), ("langevin_steps", "langevin_steps"),
+    for flag, name in (("tau_z", "tau_z"), ("tau_e", "tau_e"), ("n_samples", "n_samples"), ("train_batches", "train_batches"), ("langevin_steps", "langevin_steps"),
                        ("posterior_steps", "posterior_steps")):
         if getattr(args, flag) is not None:
             setattr(cfg, name, getattr(args, flag))
@@ -502,6 +544,9 @@ def main(argv=None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except DivergenceError as e:
+        print(f"error: the run diverged: {e}", file=sys.stderr)
+        return 1
     print()
     print((Path(cfg.out) / "report.md").read_text().split("\n\n")[0])
     print(f"\nreport: {Path(cfg.out) / 'report.md'} ({report['wall_s']:.0f} s)")

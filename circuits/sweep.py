@@ -39,7 +39,7 @@ class SweepConfig:
     chains: int = 16
     steps: int = 300
     record_every: int = 2
-    step_size: float = 1e-3
+    step_size: float = 3e-4
     tau_z: float = 10e-3
 
     def values(self, sweep: str) -> list:
@@ -47,7 +47,7 @@ class SweepConfig:
         return {
             "temperature": [0.0, 0.5, 1.0, 2.0] if q else [0.0, 0.25, 0.5, 1.0, 1.5, 2.0],
             "noise": [0.0, 0.1, 0.5] if q else [0.0, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0],
-            "step": [1e-4, 1e-3, 3e-3] if q else [1e-4, 3e-4, 1e-3, 2e-3, 5e-3, 1e-2, 3e-2, 1e-1],
+            "step": [1e-4, 1e-3, 1e-1] if q else [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1],
             "tau": [0.0, 1.0, 4.0] if q else [0.0, 1.0, 2.0, 4.0, 10.0, 30.0],
         }[sweep]
 
