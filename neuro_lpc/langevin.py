@@ -53,6 +53,30 @@ class SampleResult:
     log_joint_sum: torch.Tensor | None = None
 
 
+class _FiniteWatch:
+    """Finds the first step with a non-finite state at one reduction kernel per step and no host sync.
+
+    z.sum() is non-finite iff some entry is (a NaN/inf state stays non-finite: the next score is
+    computed from it).  Sums go into a device ring of ``check_every`` slots; the host looks every
+    ``check_every`` steps and, on failure, names the first bad step of the window.
+    """
+
+    def __init__(self, z: torch.Tensor, check_every: int):
+        self.ring = torch.zeros(check_every, device=z.device, dtype=z.dtype)
+        self.n = check_every
+
+    def note(self, z: torch.Tensor, t: int) -> None:
+        torch.sum(z, dim=None, out=self.ring[(t - 1) % self.n])
+
+    def first_bad(self, t: int) -> int | None:
+        """Host check after step t (a sync); the first bad step since the previous check, or None."""
+        k = (t - 1) % self.n + 1                       # slots filled in this window
+        bad = ~torch.isfinite(self.ring[:k])
+        if not bool(bad.any()):
+            return None
+        return t - k + 1 + int(bad.nonzero()[0, 0])
+
+
 def _raise_divergence(z: torch.Tensor, step: int, what: str = "Langevin chain") -> None:
     bad = (~torch.isfinite(z)).nonzero()
     chain, unit = (int(bad[0, 0]), int(bad[0, 1])) if len(bad) else (None, None)
@@ -161,9 +185,9 @@ class LangevinSampler:
         m = torch.zeros_like(z) if beta is not None else None
         z_sum = torch.zeros_like(z) if track_moments else None
         z_sq = torch.zeros_like(z) if track_moments else None
-        first_bad = torch.full((), -1, dtype=torch.long, device=z.device)
+        watch = _FiniteWatch(z, self.check_every)
         noise_scale = math.sqrt(2 * gamma * self.temperature)
-        lj_total = torch.zeros((), device=z.device, dtype=z.dtype)
+        lj_total = torch.zeros((), device=z.device, dtype=z.dtype) if accumulate_grad else None
         for t in range(1, T + 1):
             z.requires_grad_(True)
             with torch.enable_grad():
@@ -174,7 +198,8 @@ class LangevinSampler:
                 else:
                     (s,) = torch.autograd.grad(lj.sum(), z)
             z = z.detach()
-            lj_total += lj.detach().sum()
+            if accumulate_grad:
+                lj_total += lj.detach().sum()
             if record_every is not None and (t - 1) % record_every == 0 and t > 1:
                 k = (t - 1) // record_every - 1
                 lj_tr[k] = lj.detach()
@@ -194,10 +219,10 @@ class LangevinSampler:
                 z_sq.addcmul_(z, z)
             if record_every is not None and t % record_every == 0:
                 z_tr[t // record_every - 1] = z
-            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(z).all(), t, first_bad)
+            watch.note(z, t)
             if t % self.check_every == 0 or t == T:
-                fb = int(first_bad)
-                if fb >= 0:
+                fb = watch.first_bad(t)
+                if fb is not None:
                     for p, g in zip(params, stash):
                         p.grad = g
                     _raise_divergence(z, fb)
@@ -222,7 +247,7 @@ class LangevinSampler:
         z = z0.detach().clone()
         lj, s = model.log_joint_and_score(x, z)
         accepted = torch.zeros(z.shape[0], device=z.device, dtype=z.dtype)
-        first_bad = torch.full((), -1, dtype=torch.long, device=z.device)
+        watch = _FiniteWatch(z, self.check_every)
         scale = math.sqrt(2 * gamma)
         for t in range(1, T + 1):
             n = torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
@@ -239,10 +264,10 @@ class LangevinSampler:
             if record_every is not None and t % record_every == 0:
                 k = t // record_every - 1
                 z_tr[k], lj_tr[k], sn_tr[k] = z, lj, s.norm(dim=1)
-            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(z).all(), t, first_bad)
+            watch.note(z, t)
             if t % self.check_every == 0 or t == T:
-                fb = int(first_bad)
-                if fb >= 0:
+                fb = watch.first_bad(t)
+                if fb is not None:
                     _raise_divergence(z, fb, "MALA chain")
         return SampleResult(z=z, steps=T, t=t_rec, z_trace=z_tr, log_joint_trace=lj_tr, score_norm_trace=sn_tr,
                             accept_rate=accepted / T)
