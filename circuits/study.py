@@ -142,11 +142,15 @@ def check_inputs(cfg: StudyConfig) -> Path:
 
 
 # ---------------------------------------------------------------------------------------- training
-def _train_config(cfg: StudyConfig, method: str) -> TrainConfig:
-    return TrainConfig(method=method, dataset=cfg.dataset, data_root=cfg.data_root, epochs=1, batch_size=cfg.batch_size,
+def _train_config(cfg: StudyConfig, method: str, n_train: int = 9000) -> TrainConfig:
+    """``train_batches`` optimiser steps as whole epochs of equal length (same data order for every method)."""
+    per_epoch = max(1, n_train // cfg.batch_size)
+    epochs = math.ceil(cfg.train_batches / per_epoch)
+    return TrainConfig(method=method, dataset=cfg.dataset, data_root=cfg.data_root, epochs=epochs, batch_size=cfg.batch_size,
                        langevin_steps=cfg.langevin_steps, step_size=cfg.step_size, precondition=cfg.precondition,
                        warm_start=cfg.warm_start, prior_init_batches=cfg.prior_init_batches,
-                       max_batches_per_epoch=cfg.train_batches, seed=cfg.seed, device=cfg.device, sample_grid=0)
+                       max_batches_per_epoch=math.ceil(cfg.train_batches / epochs), seed=cfg.seed, device=cfg.device,
+                       sample_grid=0)
 
 
 def _cache_folder(root: Path, name: str, config) -> Path:
@@ -409,7 +413,7 @@ def _run(cfg: StudyConfig, out: Path, noise, log) -> dict:
         histories["discrete"], walls["discrete"] = [], float("nan")
     else:
         log(f"[1/5] training with discrete LPC ({cfg.train_batches} batches, T = {cfg.langevin_steps})")
-        tc = _train_config(cfg, "lpc")
+        tc = _train_config(cfg, "lpc", info.n_train)
         model, encoder = build_model(tc, info.image_size, info.channels)
         tr = LPCTrainer(model, encoder, tc)
         histories["discrete"], walls["discrete"] = _fit_cached(tr, train_set, _cache_folder(models_dir, "discrete", tc))
@@ -417,11 +421,11 @@ def _run(cfg: StudyConfig, out: Path, noise, log) -> dict:
 
     # 2. circuit-trained and VAE ----------------------------------------------------------------
     log(f"[2/5] training with the circuit (noise {noise if isinstance(noise, str) else 'from file'})")
-    ctc = CircuitTrainConfig(**{**_train_config(cfg, "lpc").to_dict(), "method": "circuit"},
+    ctc = CircuitTrainConfig(**{**_train_config(cfg, "lpc", info.n_train).to_dict(), "method": "circuit"},
                              dt=cfg.step_size * cfg.tau_z, tau_z=cfg.tau_z, tau_e=cfg.tau_e,
                              noise=noise if isinstance(noise, str) else noise.to_dict(),
                              presentation_steps=cfg.langevin_steps)
-    cm, ce = build_model(_train_config(cfg, "lpc"), info.image_size, info.channels)
+    cm, ce = build_model(_train_config(cfg, "lpc", info.n_train), info.image_size, info.channels)
     ctr = CircuitTrainer(cm, ce, ctc)
     try:
         histories["circuit"], walls["circuit"] = _fit_cached(ctr, train_set, _cache_folder(models_dir, "circuit", ctc))
@@ -431,7 +435,7 @@ def _run(cfg: StudyConfig, out: Path, noise, log) -> dict:
         log(f"      circuit training diverged: {str(e).splitlines()[0]}")
         histories["circuit"], walls["circuit"] = [], float("nan")
     log("[2/5] training the VAE baseline")
-    vc = _train_config(cfg, "vae")
+    vc = _train_config(cfg, "vae", info.n_train)
     vm, ve = build_model(vc, info.image_size, info.channels)
     histories["vae"], walls["vae"] = _fit_cached(VAETrainer(vm, ve, vc), train_set, _cache_folder(models_dir, "vae", vc))
     trained["vae"] = (vm, ve)
