@@ -706,7 +706,7 @@ class Drift(NoiseSource):
 
 
 QUANT_DEFAULT_BITS = {"value": 7, "error": 7, "prediction": 9, "weights": 8}
-QUANT_DEFAULT_BOUND = {"value": 3.0, "error": 3.0, "prediction": 1.0}
+QUANT_DEFAULT_BOUND = {"value": 3.0, "error": 3.0, "prediction": 2.0}  # prediction: headroom beyond [-1, 1]
 
 
 def quantise(a: torch.Tensor, res: float, bound: float, gen: torch.Generator | None = None) -> torch.Tensor:
@@ -759,7 +759,8 @@ class Quantisation(NoiseSource):
     Parameters: ``site`` ("value": DAC of value outputs into the decoder; "error": DAC of error
     outputs into the feedback array; "prediction": ADC of the decoder outputs; "weights": the decoder
     weights), ``bits`` (None: 7 for value/error DACs, 9 for the prediction ADC, 8 for weights),
-    ``bound`` (None: 3 for value/error, 1 for prediction, in units of the site scale; weights always
+    ``bound`` (None: 3 for value/error, 2 for prediction -- pixel means of the open-edge discretised Gaussian
+    sit beyond [-1, 1], and an ADC that clips them winds the value units up --, in units of the site scale; weights always
     use the largest |weight|), ``stochastic`` (False: round to nearest; True: stochastic rounding,
     fresh draws). Resolution 2 * bound / (2^bits - 2).
 

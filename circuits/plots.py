@@ -127,7 +127,8 @@ def plot_training(histories: dict[str, list[dict]], path) -> Path:
     return _save(fig, path)
 
 
-def plot_sweep(rows: list[dict], x_key: str, y_keys: list[str], path, group_key: str | None = None, logx: bool = False) -> Path:
+def plot_sweep(rows: list[dict], x_key: str, y_keys: list[str], path, group_key: str | None = None, logx: bool = False,
+               xticklabels: list[str] | None = None) -> Path:
     """One panel per y_key, one line per value of group_key."""
     fig, axes = plt.subplots(1, len(y_keys), figsize=(4.2 * len(y_keys), 3.4), squeeze=False)
     groups = sorted({r.get(group_key) for r in rows}, key=str) if group_key else [None]
@@ -140,6 +141,9 @@ def plot_sweep(rows: list[dict], x_key: str, y_keys: list[str], path, group_key:
         ax.set_ylabel(yk)
         if logx:
             ax.set_xscale("log")
+        if xticklabels:
+            ax.set_xticks([r[x_key] for r in sorted(rows, key=lambda r: r[x_key])])
+            ax.set_xticklabels(xticklabels, rotation=60, ha="right", fontsize=7)
         if group_key:
             ax.legend(fontsize=8)
     return _save(fig, path)

@@ -5,7 +5,9 @@ Sweeps (all on one trained model, from --model or trained once and cached in the
   * ``noise``       — amplitude of additive thermal noise on value and error units (on top of T = 1);
   * ``step``        — Langevin step size, with and without preconditioning (paper Fig. 4), discrete LPC;
                       ``--train`` also trains a short model per setting and reports its sample FD (Fig. 4 proper);
-  * ``tau``         — error-unit time constant tau_e (0 = adiabatic) relative to the EM step.
+  * ``tau``         — error-unit time constant tau_e (0 = adiabatic) relative to the EM step;
+  * ``sources``     — attribution of the ``analog`` preset: the circuit with each of its sources alone
+                      (on top of the intrinsic T = 1 noise), then all together.
 Each row holds the setting, the posterior diagnostics of ``circuits.study.posterior_summary``
 (log p(x, z), reconstruction error, ESS per unit time, ...), ``diverged`` and wall time.
 """
@@ -24,7 +26,7 @@ from neuro_lpc.errors import DivergenceError
 
 from .study import StudyConfig, _fit_cached, _train_config, posterior_summary
 
-SWEEPS = ("temperature", "noise", "step", "tau")
+SWEEPS = ("temperature", "noise", "step", "tau", "sources")
 
 
 @dataclass
@@ -49,7 +51,14 @@ class SweepConfig:
             "noise": [0.0, 0.1, 0.5] if q else [0.0, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0],
             "step": [1e-4, 1e-3, 1e-1] if q else [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1],
             "tau": [0.0, 1.0, 4.0] if q else [0.0, 1.0, 2.0, 4.0, 10.0, 30.0],
+            "sources": list(range(len(_analog_sources()) + 1)),
         }[sweep]
+
+
+def _analog_sources() -> list[dict]:
+    from .noise import PRESETS
+
+    return list(PRESETS["analog"]["sources"])
 
 
 def _model(cfg: SweepConfig, out: Path, device):
@@ -97,6 +106,14 @@ def settings(sweep: str, cfg: SweepConfig):
         elif sweep == "step":
             for beta in (None, 0.25, 0.99):
                 yield {"step_size": v, "precondition": beta}, "discrete", (v, beta)
+        elif sweep == "sources":
+            srcs = _analog_sources()
+            if v < len(srcs):
+                label = srcs[v]["type"] + (f"/{srcs[v]['site']}" if "site" in srcs[v] else "")
+                noise = {"temperature": 1.0, "sources": [srcs[v]]}
+            else:
+                label, noise = "all (analog preset)", "analog"
+            yield {"index": v, "source": label}, "circuit", {"noise": noise, "tau_e": 0.0}
         elif sweep == "tau":
             yield {"tau_e_over_dt": v, "tau_e": v * dt}, "circuit", {"noise": "ideal", "tau_e": v * dt}
 
@@ -145,11 +162,13 @@ def run_sweeps(cfg: SweepConfig, log=print) -> dict[str, Path]:
             w.writerows(rows)
         path.with_suffix(".csv.tmp").replace(path)
         ok = [r for r in rows if not r.get("diverged")]
-        x_key = {"temperature": "temperature", "noise": "thermal_std", "step": "step_size", "tau": "tau_e_over_dt"}[sweep]
+        x_key = {"temperature": "temperature", "noise": "thermal_std", "step": "step_size", "tau": "tau_e_over_dt",
+                 "sources": "index"}[sweep]
         y_keys = ["log_joint_mean", "recon_mse", "ess_per_unit_time"] + (["fd"] if sweep == "step" and cfg.train else [])
         if ok:
             plots.plot_sweep(ok, x_key, y_keys, out / f"sweep_{sweep}.png",
-                             group_key="precondition" if sweep == "step" else None, logx=sweep == "step")
+                             group_key="precondition" if sweep == "step" else None, logx=sweep == "step",
+                             xticklabels=[r["source"] for r in ok] if sweep == "sources" else None)
         files[sweep] = path
     return files
 
