@@ -51,7 +51,7 @@ from neuro_lpc.config import TrainConfig
 from neuro_lpc.errors import CheckpointError, DivergenceError
 from neuro_lpc.langevin import SampleResult
 from neuro_lpc.objectives import reparameterise, warm_start_loss
-from neuro_lpc.train import Trainer, build_model, read_checkpoint
+from neuro_lpc.train import Trainer, read_checkpoint, restore_networks
 
 from .circuit import ERROR_FORMS, LEARNING_RULES, Circuit, CircuitConfig
 from .noise import NoiseModel
@@ -259,10 +259,5 @@ def load_circuit_trained(path: str | os.PathLike, device="cpu") -> tuple[Any, nn
         config = CircuitTrainConfig.from_dict(ck["config"])
     except (ValueError, TypeError) as e:
         raise CheckpointError(f"checkpoint {path} holds an unreadable circuit config: {e}") from None
-    model, encoder = build_model(config, ck["image_size"], ck["channels"])
-    try:
-        model.load_state_dict(ck["model"])
-        encoder.load_state_dict(ck["encoder"])
-    except RuntimeError as e:
-        raise CheckpointError(f"checkpoint {path} does not fit the model it describes: {str(e).splitlines()[0]}") from None
-    return model.to(device), encoder.to(device), config, ck
+    model, encoder = restore_networks(config, ck, path, device)
+    return model, encoder, config, ck

@@ -174,7 +174,7 @@ def _fit_cached(trainer, train_set, folder: Path) -> tuple[list[dict], float]:
     if metrics.is_file():  # the whole curve, including a cached run's
         hist = [json.loads(ln) for ln in metrics.read_text().splitlines() if ln.strip()]
     timing = folder / "train_wall_s.json"
-    if resume and timing.is_file() and not hist[-1:] == []:
+    if resume and timing.is_file():  # a cached model: report the wall time of its training, not of the reload
         wall = json.loads(timing.read_text()).get("wall_s", wall)
     else:
         atomic_write_text(timing, json.dumps({"wall_s": wall}))

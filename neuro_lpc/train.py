@@ -55,13 +55,19 @@ def load_trained(path: str | os.PathLike, device="cpu") -> tuple[GenerativeModel
     """Rebuild (model, encoder, config, checkpoint) from a checkpoint written by a trainer."""
     ck = read_checkpoint(path, map_location=device)
     config = TrainConfig.from_dict(ck["config"])
+    model, encoder = restore_networks(config, ck, path, device)
+    return model, encoder, config, ck
+
+
+def restore_networks(config, ck: dict, path, device="cpu") -> tuple[GenerativeModel, nn.Module]:
+    """Build the networks a checkpoint's config describes and load its weights (CheckpointError on mismatch)."""
     model, encoder = build_model(config, ck["image_size"], ck["channels"])
     try:
         model.load_state_dict(ck["model"])
         encoder.load_state_dict(ck["encoder"])
     except RuntimeError as e:
         raise CheckpointError(f"checkpoint {path} does not fit the model it describes: {str(e).splitlines()[0]}") from None
-    return model.to(device), encoder.to(device), config, ck
+    return model.to(device), encoder.to(device)
 
 
 class Trainer:

@@ -25,14 +25,7 @@ from neuro_lpc.record import Trajectory, read_status
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """These tests run many tiny steps: one intra-op thread avoids BLAS thread hand-offs, which on a
-    shared 2-core machine cost milliseconds per matmul (measured: 100x slower steps under load)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 # ----------------------------------------------------------------------------------- helpers ----
