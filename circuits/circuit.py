@@ -410,8 +410,11 @@ class _Weights:
                 for hook in self.dynamic:
                     w = hook(name, w, t, gen)
                 fwd[name] = w
-        if self.learning:  # straight-through: gradients reach the unperturbed parameters
-            fwd = {name: p + (fwd[name] - p.detach()) for name, p in self.params.items()}
+        if self.learning:  # straight-through: gradients reach the unperturbed parameters. The caller runs
+            # the step under no_grad (the state update builds no graph), so the graph is enabled here:
+            # without it p_eff has no grad_fn and no gradient reaches the stored parameters
+            with torch.enable_grad():
+                fwd = {name: p + (fwd[name] - p.detach()) for name, p in self.params.items()}
         if self.fb_static:
             fb = {}
             with torch.no_grad():
@@ -421,7 +424,8 @@ class _Weights:
                         w = hook(name, w)
                     fb[name] = w
             if self.learning:
-                fb = {name: fwd[name] + (fb[name] - fwd[name].detach()) for name in fwd}
+                with torch.enable_grad():
+                    fb = {name: fwd[name] + (fb[name] - fwd[name].detach()) for name in fwd}
         else:
             fb = fwd
         self.fwd, self.fb = fwd, fb
