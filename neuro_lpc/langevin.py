@@ -4,7 +4,30 @@ ULA (eq. 5), at temperature T (T = 1 is the paper's sampler):
     z(t) = z(t-1) + gamma G s(t-1) + sqrt(2 gamma T G) n,   n ~ N(0, I),   s = grad_z log p(x, z)
 Preconditioning (Algorithm 1, Adam's second moment with decay beta):
     m(t) = beta m(t-1) + (1 - beta) s(t-1)^2,   m_hat = sqrt(m(t) / (1 - beta^t)),   G = 1 / (m_hat + delta)
-Without preconditioning G = 1.  Ambiguities of the paper, decided here (docs/design.md):
+Without preconditioning G = 1.  Algorithm 1 adapts G from the current score at every step, so G depends
+on the state; the position-dependent-metric SDE (eq. 18-19) then needs the correction Gamma_i = sum_j
+d G_ij / d z_j (eq. 20), which the paper drops, and the chain no longer leaves the posterior invariant
+(measured in docs/preconditioner.md).  Two forms (``preconditioner``):
+  "adam"   (default) Algorithm 1 exactly: G(t) from m(t) at every step.
+  "frozen" Algorithm 1's update for the first ``warmup`` steps, then G held at G(warmup) for the rest of
+           the chain: from step warmup + 1 on the chain is ULA with a fixed diagonal preconditioner,
+               z(t) = z(t-1) + gamma G s(t-1) + sqrt(2 gamma T G) n,
+           which leaves its own (ULA-) stationary law invariant: N(mu, C) with C = F C F^T + 2 gamma G,
+           F = I - gamma G P, on a Gaussian posterior of precision P (circuits.analysis.ula_stationary),
+           -> the posterior as gamma -> 0.  Gamma = 0 exactly, since G no longer depends on z.
+Gain bound: with delta = 1e-8 and the first bias-corrected m_hat = |s(0)|, a chain started near a stationary
+point (s(0) ~ 0) gets G ~ 1/delta = 1e8 and a first step of noise std sqrt(2 gamma 1e8): it explodes.
+G is therefore capped, G = min(1 / (m_hat + delta), max_gain), default max_gain = 1e4 (None = no cap,
+Algorithm 1 as printed).  Why a cap on G rather than a floor on m_hat: G is the quantity that explodes
+(the step's noise std is sqrt(2 gamma G)), it is the gain unit's output in the circuit (an analog gain
+saturates), and a cap reads the same for both noise forms.  Why 1e4: the cap binds only where the RMS
+score over the preconditioner's memory is below 1e-4, i.e. within ~1e-4 posterior standard deviations of
+a stationary point in every recent step (the stationary RMS score of a unit is sqrt(E_post[s_i^2]) =
+sqrt(E_post[-d^2 log p / d z_i^2]) >= 1 / prior_std for a log-concave likelihood); a normal run never
+gets there and its chain is bit for bit the uncapped one (tests/test_preconditioner.py), while a chain
+started at a mode takes a first step of at most sqrt(2 gamma 1e4) (14 at gamma = 0.01) instead of
+sqrt(2 gamma 1e8) (1400).
+Ambiguities of the paper, decided here (docs/design.md):
   (a) Algorithm 1 prints the noise as N(0, 2 gamma m_hat); for the drift gamma G s the noise whose
       invariant density is the posterior (ignoring the Gamma term, eq. 18-20) is N(0, 2 gamma G).
       Default ``noise="correct"``; ``noise="literal"`` gives the printed form.
@@ -29,6 +52,9 @@ from .errors import DivergenceError
 from .model import GenerativeModel
 
 NOISE_FORMS = ("correct", "literal")
+PRECONDITIONERS = ("adam", "frozen")
+DEFAULT_MAX_GAIN = 1e4       # cap on G (module docstring: why a cap and why this value)
+DEFAULT_WARMUP = 100         # steps of Algorithm 1 before "frozen" holds G: min(100, steps // 2) by default
 
 
 @dataclass
@@ -39,6 +65,8 @@ class SampleResult:
     z_trace (R, B, d), log_joint_trace (R, B), score_norm_trace (R, B), t (R,) step numbers, R = steps // record_every.
     z_sum / z_sqsum: sums of z(t) and z(t)^2 over t = 1..T (for the forward-KL objective), when tracked.
     accept_rate: (B,) MALA acceptance rates.
+    gain: (B, d) the preconditioner G of the last step (for ``preconditioner="frozen"`` the G it froze);
+    None without preconditioning.
     """
 
     z: torch.Tensor
@@ -51,6 +79,7 @@ class SampleResult:
     z_sqsum: torch.Tensor | None = None
     accept_rate: torch.Tensor | None = None
     log_joint_sum: torch.Tensor | None = None
+    gain: torch.Tensor | None = None
 
 
 class _FiniteWatch:
@@ -95,7 +124,13 @@ class LangevinSampler:
         step_size: gamma > 0.
         steps: T, the number of Langevin steps.
         precondition: decay beta in (0, 1) of the Adam-like diagonal preconditioner; None or 0 = off.
+        preconditioner: "adam" (Algorithm 1: G adapted at every step, default) or "frozen" (Algorithm 1
+            for ``warmup`` steps, then G held fixed: ULA with a fixed diagonal G, invariant for its own law).
+        warmup: steps of adaptation before "frozen" holds G; None = min(100, steps // 2); must be in
+            [1, steps) (``warmup_steps()`` gives the resolved value). Only with preconditioner="frozen".
         delta: the preconditioner's floor (Adam's epsilon).
+        max_gain: cap on G (G = min(1 / (m_hat + delta), max_gain)); None = uncapped. Default 1e4: binds
+            only near stationary points (module docstring), so normal chains are unchanged bit for bit.
         noise: "correct" (N(0, 2 gamma G), default) or "literal" (Algorithm 1's N(0, 2 gamma m_hat)).
         temperature: T in sqrt(2 gamma T G); 1 samples the posterior, 0 is classic (noise-free) PC.
         metropolis: MALA instead of ULA (no preconditioning, temperature 1, sampling only).
@@ -106,6 +141,9 @@ class LangevinSampler:
     steps: int
     precondition: float | None = None
     delta: float = 1e-8
+    preconditioner: str = "adam"
+    warmup: int | None = None
+    max_gain: float | None = DEFAULT_MAX_GAIN
     noise: str = "correct"
     temperature: float = 1.0
     metropolis: bool = False
@@ -122,6 +160,18 @@ class LangevinSampler:
             self.precondition = None
         if not (self.delta > 0):
             raise ValueError(f"delta must be positive, got {self.delta}")
+        if self.preconditioner not in PRECONDITIONERS:
+            raise ValueError(f"preconditioner must be one of {PRECONDITIONERS}, got {self.preconditioner!r}")
+        if self.preconditioner == "frozen" and self.precondition is None:
+            raise ValueError("preconditioner='frozen' needs a decay precondition=beta in (0, 1) to adapt G during the warm-up")
+        if self.warmup is not None and self.preconditioner != "frozen":
+            raise ValueError(f"warmup applies only to preconditioner='frozen', got preconditioner={self.preconditioner!r}")
+        if self.preconditioner == "frozen" and self.steps < 2:
+            raise ValueError(f"preconditioner='frozen' needs steps >= 2 (a warm-up and a frozen phase), got {self.steps}")
+        if self.warmup is not None and not (isinstance(self.warmup, int) and 1 <= self.warmup < self.steps):
+            raise ValueError(f"warmup must be an integer in [1, steps={self.steps}), got {self.warmup!r}")
+        if self.max_gain is not None and not (isinstance(self.max_gain, (int, float)) and self.max_gain > 0):
+            raise ValueError(f"max_gain must be a positive number or None (no cap), got {self.max_gain!r}")
         if self.noise not in NOISE_FORMS:
             raise ValueError(f"noise must be one of {NOISE_FORMS}, got {self.noise!r}")
         if not (math.isfinite(self.temperature) and self.temperature >= 0):
@@ -133,6 +183,12 @@ class LangevinSampler:
 
     def config(self) -> dict:
         return asdict(self)
+
+    def warmup_steps(self) -> int | None:
+        """Steps of adaptation before "frozen" holds G (``warmup``, or min(100, steps // 2)); None for "adam"."""
+        if self.preconditioner != "frozen":
+            return None
+        return self.warmup if self.warmup is not None else min(DEFAULT_WARMUP, self.steps // 2)
 
     # ---------------------------------------------------------------- public
     def sample(
@@ -188,6 +244,8 @@ class LangevinSampler:
         watch = _FiniteWatch(z, self.check_every)
         noise_scale = math.sqrt(2 * gamma * self.temperature)
         lj_total = torch.zeros((), device=z.device, dtype=z.dtype) if accumulate_grad else None
+        freeze_at = self.warmup_steps() if beta is not None else None   # "frozen": G held from this step on
+        gain = G_frozen = sd_frozen = None
         for t in range(1, T + 1):
             z.requires_grad_(True)
             with torch.enable_grad():
@@ -207,13 +265,23 @@ class LangevinSampler:
             n = torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
             if beta is None:
                 z.add_(s, alpha=gamma).add_(n, alpha=noise_scale)
-            else:
+            elif freeze_at is not None and t > freeze_at:   # "frozen": ULA with the fixed diagonal G
+                z.addcmul_(G_frozen, s, value=gamma)
+                z.addcmul_(sd_frozen, n, value=noise_scale)
+            else:                                           # Algorithm 1 (eq. 18-19 without Gamma)
                 m.mul_(beta).addcmul_(s, s, value=1 - beta)
                 m_hat = (m / (1 - beta**t)).sqrt_()
                 G = 1.0 / (m_hat + self.delta)
+                if self.max_gain is not None:
+                    G.clamp_(max=self.max_gain)             # the identity unless G > max_gain
                 z.addcmul_(G, s, value=gamma)
                 noise_var = G if self.noise == "correct" else m_hat
+                if t == T or t == freeze_at:
+                    gain = G.clone()
                 z.addcmul_(noise_var.sqrt_(), n, value=noise_scale)
+                if t == freeze_at:
+                    G_frozen, sd_frozen = gain, noise_var
+                    gain = G_frozen
             if track_moments:
                 z_sum.add_(z)
                 z_sq.addcmul_(z, z)
@@ -239,7 +307,7 @@ class LangevinSampler:
                 if g is not None:
                     p.grad.add_(g)
         return SampleResult(z=z, steps=T, t=t_rec, z_trace=z_tr, log_joint_trace=lj_tr, score_norm_trace=sn_tr,
-                            z_sum=z_sum, z_sqsum=z_sq, log_joint_sum=lj_total)
+                            z_sum=z_sum, z_sqsum=z_sq, log_joint_sum=lj_total, gain=gain)
 
     def _sample_mala(self, model, x, z0, record_every, generator):
         T, gamma = self.steps, float(self.step_size)
