@@ -35,6 +35,8 @@ import torch
 from neuro_lpc.errors import DivergenceError
 from neuro_lpc.record import HDF5Recorder, Trajectory
 
+from .run import CircuitRun
+
 __all__ = ["check_step_size", "stable_dt_bound", "run_em", "run_ode"]
 
 MAX_DENSE_EIG = 2048  # largest linear state (d + n) whose drift matrix is diagonalised densely
@@ -200,7 +202,6 @@ def run_em(circuit, x, z0=None, steps: int = 1000, record_every: int = 10, gener
            accumulate_grad: bool = False, grad_scale: float | None = None, online_lr: float | None = None,
            record_path=None, keep_records: bool = True, record_eps: bool = False) -> Trajectory:
     """Euler-Maruyama run of ``circuit`` (see ``Circuit.simulate`` for the arguments)."""
-    from .circuit import CircuitRun
 
     cfg = circuit.config
     _check_int("steps", steps, 1)
@@ -316,7 +317,6 @@ def run_ode(circuit, x, z0=None, t_end: float = 0.1, n_points: int = 101, t=None
     """The noise-free circuit by ``torchdiffeq.odeint`` (see ``Circuit.simulate_ode``)."""
     from torchdiffeq import odeint
 
-    from .circuit import CircuitRun
 
     if circuit.sources:
         raise ValueError("simulate_ode integrates the noise-free circuit (preset 'none'); this circuit has noise "

@@ -1,0 +1,155 @@
+"""CircuitConfig: the configuration of a circuit, its validation, and the choices it names.
+
+``ERROR_FORMS`` (how the error units relax), ``LEARNING_RULES`` (what the decoder learns from) and
+``PRECONDITION`` (the gain-unit switches); see :class:`CircuitConfig` and ``circuits.circuit``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import torch
+
+from .noise import NoiseModel
+from .timescales import TimescaleModel, Uniform, make_timescales
+
+__all__ = ["CircuitConfig", "ERROR_FORMS", "LEARNING_RULES", "PRECONDITION"]
+
+ERROR_FORMS = ("error", "bogacz")
+LEARNING_RULES = ("hebbian", "exact")
+PRECONDITION = (None, False, True, "rms")
+
+
+def _number(name, value, *, positive=False, nonneg=False, allow_none=False):
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"CircuitConfig: {name} must be a finite number, got {value!r}")
+    if positive and value <= 0:
+        raise ValueError(f"CircuitConfig: {name} must be positive, got {value!r}")
+    if nonneg and value < 0:
+        raise ValueError(f"CircuitConfig: {name} must be non-negative, got {value!r}")
+
+
+@dataclass
+class CircuitConfig:
+    """Configuration of a :class:`Circuit` (seconds throughout).
+
+    dt: Euler-Maruyama step. tau_z, tau_e: time constants of value and error units (medians when
+    the time-constant model is heterogeneous; tau_e = 0 = adiabatic error units). temperature: T of
+    the intrinsic Langevin noise (None: the noise model's, i.e. 0 for preset ``none``, else 1).
+    noise: preset name (``none``, ``ideal``, ``thermal``, ``analog``, ``cortical``), path to a JSON
+    file, dict or :class:`~circuits.noise.NoiseModel`. precondition: None/False/0 (off), True/"rms"
+    (gain units m with time constant ``precondition_tau``, starting at the squared initial score) or a
+    decay beta in (0, 1) (Algorithm 1: tau_m = dt / (1 - beta), m = 0 at the start and the gain from
+    the bias-corrected m / (1 - beta^t)); ``precondition_delta`` is the gain floor.
+    error_form: "error" or "bogacz". timescales: None (the noise model's, else uniform), a name of
+    ``circuits.timescales.TIMESCALES``, a dict or a TimescaleModel. learning_rule: what the decoder
+    learns from with ``accumulate_grad`` / ``online_lr``: "hebbian" (the error units' eps, one
+    backward per step; equal to grad_theta log p(x, z) when the error units are adiabatic) or "exact"
+    (e(x, g(z)), a second backward when tau_e > 0). seed: seeds the run generator and every frozen
+    draw. check_every: steps between host checks for NaN/inf. record_path: stream records to this
+    HDF5 file (memory flat in duration); record_buffer: records per device block written at once.
+    device: where to run (None: the model's device; the model must already be there).
+    """
+
+    dt: float = 1e-4
+    tau_z: float = 1e-2
+    tau_e: float = 2e-3
+    temperature: float | None = None
+    noise: Any = "ideal"
+    precondition: bool | str | None = None
+    precondition_tau: float = 0.1
+    precondition_delta: float = 1e-8
+    error_form: str = "error"
+    timescales: Any = None
+    learning_rule: str = "hebbian"
+    seed: int = 0
+    check_every: int = 100
+    record_path: str | None = None
+    record_buffer: int = 256
+    device: str | None = None
+
+    def validate(self) -> "CircuitConfig":
+        """Raise a clear ValueError on any bad field; returns self."""
+        _number("dt", self.dt, positive=True)
+        _number("tau_z", self.tau_z, positive=True)
+        _number("tau_e", self.tau_e, nonneg=True)
+        _number("temperature", self.temperature, nonneg=True, allow_none=True)
+        _number("precondition_tau", self.precondition_tau, positive=True)
+        _number("precondition_delta", self.precondition_delta, positive=True)
+        pc = self.precondition
+        if pc not in PRECONDITION and not (isinstance(pc, float) and 0 <= pc < 1):
+            raise ValueError(f"CircuitConfig: precondition must be None, False, True, 'rms' or a decay beta in [0, 1), "
+                             f"got {pc!r}")
+        if self.error_form not in ERROR_FORMS:
+            raise ValueError(f"CircuitConfig: error_form must be one of {ERROR_FORMS}, got {self.error_form!r}")
+        if self.learning_rule not in LEARNING_RULES:
+            raise ValueError(f"CircuitConfig: learning_rule must be one of {LEARNING_RULES}, got {self.learning_rule!r}")
+        for name in ("seed", "check_every", "record_buffer"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or (v < 1 and name != "seed") or (name == "seed" and v < 0):
+                raise ValueError(f"CircuitConfig: {name} must be a {'non-negative' if name == 'seed' else 'positive'} "
+                                 f"integer, got {v!r}")
+        if self.record_path is not None and not isinstance(self.record_path, (str, os.PathLike)):
+            raise ValueError(f"CircuitConfig: record_path must be a path or None, got {self.record_path!r}")
+        if self.device is not None:
+            try:
+                torch.device(self.device)
+            except (RuntimeError, TypeError) as err:
+                raise ValueError(f"CircuitConfig: bad device {self.device!r}: {err}") from None
+        self.noise_model()
+        self.timescale_model()
+        return self
+
+    @property
+    def preconditioned(self) -> bool:
+        pc = self.precondition
+        return pc is True or pc == "rms" or (isinstance(pc, float) and pc > 0)
+
+    def gain_tau(self) -> float:
+        """tau_m: ``precondition_tau``, or dt / (1 - beta) for a discrete decay beta (one step = dt)."""
+        pc = self.precondition
+        if isinstance(pc, float) and 0 < pc < 1:
+            return float(self.dt) / (1.0 - pc)
+        return float(self.precondition_tau)
+
+    def noise_model(self) -> NoiseModel:
+        return NoiseModel.resolve(self.noise)
+
+    def timescale_model(self) -> TimescaleModel:
+        """The configured model, else the noise model's, else uniform."""
+        if self.timescales is not None:
+            return make_timescales(self.timescales)
+        nm = self.noise_model()
+        return nm.timescales if nm.timescales is not None else Uniform()
+
+    def resolved_temperature(self) -> float:
+        if self.temperature is not None:
+            return float(self.temperature)
+        t = self.noise_model().temperature
+        return 1.0 if t is None else float(t)
+
+    def to_dict(self) -> dict:
+        out = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, NoiseModel):
+                v = v.to_dict()
+            elif isinstance(v, TimescaleModel):
+                v = v.to_dict()
+            elif isinstance(v, (os.PathLike, torch.device)):
+                v = str(v)
+            out[f.name] = v
+        return out
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "CircuitConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"CircuitConfig: unknown field(s) {unknown}; known: {sorted(names)}")
+        return cls(**dict(d)).validate()

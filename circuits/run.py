@@ -1,0 +1,519 @@
+"""CircuitRun: the state and the per-step kernel of one ``Circuit.simulate`` call (internal).
+
+Used by ``circuits.integrate`` (the EM loop and the torchdiffeq reference). The equations of each
+kind of unit are in one place, the "units" section of :class:`CircuitRun`; the kernels for an
+``nn.Linear`` decoder are in ``circuits.kernels_linear``, the forward / feedback weights with the
+noise sources' hooks in ``circuits.weights``.
+"""
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import torch
+from torch.func import functional_call
+
+from neuro_lpc.likelihoods import LOG_2PI
+
+from .kernels_linear import LinearKernels
+from .weights import _Weights
+
+if TYPE_CHECKING:
+    from .circuit import Circuit
+
+__all__ = ["CircuitRun"]
+
+
+class CircuitRun(LinearKernels):
+    """State and per-step kernel of one ``simulate`` call (internal; used by ``circuits.integrate``).
+
+    Kernels (chosen once per run): "linear-plain-reduced" / "linear-plain" (nn.Linear decoder, Gaussian
+    likelihood, uniform time constants, no noise sources, no preconditioning, no learning: one randn and
+    3-4 in-place ops per step, in the reduced basis f = eps W when d < n, see ``_setup_plain``),
+    "linear" (nn.Linear decoder, any options but learning: explicit matmuls) and "autograd" (any
+    decoder: forward through ``functional_call`` and one vector-Jacobian product per step; learning).
+
+    The units (one Euler-Maruyama step of the general kernel, :meth:`_step_general`; every unit
+    advances from the old state, s = J_g(z)^T eps_fb - z / s_p^2 the drift at the old state):
+
+    * value units z (:meth:`_advance_value`):
+      z' = z + (dt / tau_z) G s + sqrt(2 T dt / tau_z) sqrt(G) n + (value-unit noise), G = 1 without gain units;
+    * error units eps (:meth:`_advance_error`; :meth:`_settle_error` when adiabatic):
+      eps' = eps + (dt / tau_e) (target - leak eps) + (error-unit noise), target e(x, mu) with leak 1
+      (form "error") or x - mu with leak sigma_x^2 (form "bogacz"); adiabatic: eps = target / leak;
+    * gain units m (:meth:`_advance_gain`, before the value units):
+      m' = beta m + (1 - beta) s^2, beta = 1 - dt / tau_m, G = 1 / (sqrt(m_hat) + delta) (:meth:`_gain`).
+
+    What downstream units see passes through the noise sources' transforms: value outputs z -> decoder,
+    predictions mu -> error units, error outputs eps -> feedback (eps_fb).
+    """
+
+    def __init__(self, circuit: Circuit, x: torch.Tensor, z0: torch.Tensor, gen: torch.Generator,
+                 accumulate_grad: bool = False, online_lr: float | None = None):
+        c = self.c = circuit
+        cfg = c.config
+        self.x, self.gen = x, gen
+        self.B = x.shape[0]
+        self.k = 0
+        self.dt = float(cfg.dt)
+        model = c.model
+        self.lik = model.likelihood
+        self.sp2 = c.prior_std**2
+        ts = c.timescales
+        T = c.temperature
+        self.noisy = T > 0
+        self.az = self.dt / ts.tau_z
+        self.cz = (2 * T * self.dt / ts.tau_z) ** 0.5 if self.noisy else 0.0
+        self.ae = 0.0 if c.adiabatic else self.dt / ts.tau_e
+        self.am = self.dt / ts.tau_m
+        self.bogacz = cfg.error_form == "bogacz"
+        self.leak = float(self.lik.sigma.detach()) ** 2 if self.bogacz else 1.0
+        self.delta = float(cfg.precondition_delta)
+        self.learning = bool(accumulate_grad or online_lr)
+        self.accumulate = bool(accumulate_grad)
+        self.online_lr = online_lr
+        h = c.hooks
+        self.value_tr, self.pred_tr, self.err_tr = h["value_transform"], h["prediction_transform"], h["error_transform"]
+        self.pre_steps, self.val_inc, self.err_inc = h["pre_step"], h["value_increment"], h["error_increment"]
+        self.clips, self.recorders = h["state_clip"], h["record"]
+        for b in c.sources:
+            b.start(self.B, gen)
+        # state
+        self.z = z0
+        self.zn = torch.empty_like(z0)
+        self.n = torch.empty_like(z0)
+        with torch.no_grad():
+            mu0 = model.decoder(z0)
+            self._eps = model.error(x, mu0).detach().clone()
+        self.en = None if c.adiabatic else torch.empty_like(self._eps)
+        self.m = None
+        # gain units: a decay beta is Algorithm 1 (m = 0, G from the bias-corrected m / (1 - beta^t));
+        # the continuous form ("rms" / True) starts at the squared initial score, no bias correction
+        self.bias_correct = isinstance(cfg.precondition, float) and c.preconditioned
+        # the gain units' decay per step, beta = 1 - dt / tau_m (exactly the configured beta when uniform)
+        self.gain_beta = 1.0 - self.am
+        if self.bias_correct and not isinstance(ts.tau_m, torch.Tensor):
+            self.gain_beta = float(cfg.precondition)
+        if self.bias_correct:
+            self.m = torch.zeros_like(z0)
+        elif c.preconditioned:
+            s0 = model.score(x, z0)
+            self.m = (s0 * s0).detach()
+        # learning
+        self.learn_params = []
+        if self.learning:
+            self.dec_params = [p for p in model.decoder.parameters() if p.requires_grad]
+            self.lik_params = [p for p in model.likelihood.parameters() if p.requires_grad]
+            self.learn_params = self.dec_params + self.lik_params
+            if not self.learn_params:
+                raise ValueError("accumulate_grad / online_lr: the model has no parameters that require grad")
+            self.acc = [torch.zeros_like(p) for p in self.learn_params] if self.accumulate else None
+        # kernel
+        self._eps_fn = None
+        self._state_names = ("z", "_eps", "m")
+        plain = (c.linear_decoder and c.gaussian and not c.sources and c.uniform_timescales and not c.preconditioned
+                 and not self.learning)
+        if plain:
+            self._setup_plain()
+        else:
+            self.kernel = "linear" if (c.linear_decoder and not self.learning) else "autograd"
+            self.weights = _Weights(c, self.learning)
+            self._forward = self._forward_linear if self.kernel == "linear" else self._forward_autograd
+            self._feedback = self._feedback_linear if self.kernel == "linear" else self._feedback_autograd
+            self.step = self._step_general
+        # records: the log joint at a recorded state from the next step's forward (no forward per
+        # record) when that forward is the true model's (no value transform, no weight perturbation)
+        self.defer_records = (not plain and not self.value_tr and not self.weights.any)
+        self._request = None
+        self._err_cache = None
+        self._lean_record = c.linear_decoder and c.gaussian and not self.learning
+        if self._lean_record:  # read once, before the loop (sigma does not change without learning)
+            self._record_prec = float(torch.exp(-2 * self.lik.log_sigma.detach()))
+            self._lj_const()
+            self.xmb_cache()
+
+    # the error units: a tensor, or reconstructed on demand by the reduced linear kernels
+    @property
+    def eps(self) -> torch.Tensor:
+        return self._eps_fn() if self._eps_fn is not None else self._eps
+
+    @eps.setter
+    def eps(self, value: torch.Tensor) -> None:
+        self._eps = value
+
+    # ------------------------------------------------------------------ the units
+    def _step_general(self):
+        """One Euler-Maruyama step of every unit (kernels "linear" and "autograd").
+
+        Order: the intrinsic noise n (always the first draw of a step), this step's weights, dynamic
+        noise states, the forward mu = g(z) through the value / prediction transforms, the error units'
+        target, the drift s = J^T eps_fb - z / s_p^2, then the gain, value and error units (all from
+        the old state), state clips and learning.
+        """
+        gen = self.gen
+        if self.noisy:
+            torch.randn(self.z.shape, generator=gen, out=self.n)
+        self.weights.step(self.k * self.dt, gen)
+        for f in self.pre_steps:
+            f(gen)
+        z = self.z
+        z_in = z
+        for tr in self.value_tr:
+            z_in = tr(z_in)
+        mu = self._forward(z_in)
+        mu_true = mu  # the true model's g(z) when defer_records
+        for tr in self.pred_tr:
+            mu = tr(mu)
+        self._mu_seen = mu
+        target = self._target(mu)
+        if self.c.adiabatic:
+            eps_cur = self._settle_error(z, mu_true, target)
+        else:
+            eps_cur = self.eps
+            if self._request is not None:
+                self._fill_request(z, mu_true, None)
+        eps_fb = eps_cur
+        for tr in self.err_tr:
+            eps_fb = tr(eps_fb)
+        v = self._feedback(eps_fb, target)
+        s = v.sub_(z, alpha=1.0 / self.sp2)  # the score-like drift J^T eps - z / s_p^2
+        zn = self.zn
+        self._advance_value(z, zn, s)
+        if not self.c.adiabatic:
+            self._advance_error(target)
+        self.z, self.zn = zn, z
+        for clip in self.clips:
+            clip(self.z, None if self.c.adiabatic else self.eps)
+        if self.learning:
+            self._apply_learning()
+        self.k += 1
+
+    def _advance_value(self, z, zn, s):
+        """Value units: zn = z + (dt / tau_z) G s + sqrt(2 T dt / tau_z) sqrt(G) n + (value-unit noise).
+
+        The EM step of tau_z dz = G [J_g(z)^T eps - z / s_p^2] dt + sqrt(2 T tau_z G) dW with s the drift
+        at the old state and n the step's intrinsic draw; G = 1 without gain units, else the gain of the
+        *updated* gain units (Algorithm 1's order). Value-unit noise sources add into zn (ref: old z).
+        """
+        if self.m is not None:
+            G = self._advance_gain(s)
+            if isinstance(self.az, torch.Tensor):
+                _axpy_into(zn, z, G * s, self.az)
+            else:
+                torch.addcmul(z, G, s, value=self.az, out=zn)
+            if self.noisy:
+                if isinstance(self.cz, torch.Tensor):
+                    zn.addcmul_(self.n, G.sqrt_() * self.cz)
+                else:
+                    zn.addcmul_(G.sqrt_(), self.n, value=self.cz)
+        else:
+            _axpy_into(zn, z, s, self.az)
+            if self.noisy:
+                _axpy(zn, self.n, self.cz)
+        for inc in self.val_inc:
+            inc(z, zn, self.gen)
+
+    def _advance_gain(self, s) -> torch.Tensor:
+        """Gain units: m' = beta m + (1 - beta) s^2, then the gain G = 1 / (sqrt(m_hat) + delta) of m'.
+
+        The EM step of tau_m dm = (s^2 - m) dt with beta = 1 - dt / tau_m (``gain_beta``); m_hat is
+        m / (1 - beta^t) for a discrete decay beta (bias correction), else m (:meth:`_gain`).
+        """
+        # Algorithm 1's order: the gain units advance first (m' = beta m + (1 - beta) s^2, the EM step
+        # of tau_m dm = (s^2 - m) dt), then z moves with the updated gain; written as the discrete
+        # sampler writes it, so the adiabatic limit agrees with it bit for bit where it can
+        b = self.gain_beta
+        if isinstance(b, torch.Tensor):
+            self.m.mul_(b).addcmul_(s * s, 1.0 - b)
+        else:
+            self.m.mul_(b).addcmul_(s, s, value=1.0 - b)
+        return self._gain(self.k + 1)
+
+    def _gain(self, t: int) -> torch.Tensor:
+        """G = 1 / (sqrt(m_hat) + delta) after t steps: m_hat = m / (1 - beta^t) for a decay beta, else m."""
+        if self.bias_correct:
+            corr = 1 - self.gain_beta ** t  # per unit with per-unit tau_m
+            return (self.m / corr).sqrt_().add_(self.delta).reciprocal_()
+        return (self.m.sqrt() + self.delta).reciprocal_()
+
+    def _advance_error(self, target):
+        """Error units (finite tau_e): eps' = eps + (dt / tau_e) (target - leak eps) + (error-unit noise).
+
+        The EM step of tau_e d eps = [e(x, g(z)) - eps] dt (form "error": target e(x, mu), leak 1) or
+        tau_e d eps = [(x - g(z)) - sigma_x^2 eps] dt (form "bogacz": target x - mu, leak sigma_x^2).
+        Error-unit noise sources add into eps' (ref: the old eps). ``target`` is consumed.
+        """
+        en = self.en
+        drive = target.sub_(self.eps, alpha=self.leak)  # target is a fresh tensor
+        _axpy_into(en, self.eps, drive, self.ae)
+        for inc in self.err_inc:
+            inc(self.eps, en, self.gen)
+        self.eps, self.en = en, self.eps
+
+    def _settle_error(self, z, mu_true, target) -> torch.Tensor:
+        """Adiabatic error units (tau_e = 0): eps = target / leak = e(x, g(z)), no dynamics.
+
+        Error-unit noise is drawn fresh at every evaluation (std independent of dt). Fills a pending
+        record request from this forward. Returns the error units the feedback sees before transforms.
+        """
+        eps_cur = target / self.leak if self.bogacz else target
+        if self._request is not None:
+            self._fill_request(z, mu_true, None if self.pred_tr else eps_cur)
+        if self.err_inc:
+            ref = eps_cur
+            eps_cur = eps_cur.clone()
+            for inc in self.err_inc:
+                inc(ref, eps_cur, self.gen)
+        self.eps = eps_cur
+        return eps_cur
+
+    # ---------------------------------------------------- the general kernel's forward / feedback
+    def _decode(self, params, z):
+        dec = self.c.model.decoder
+        return dec(z) if params is None else functional_call(dec, params, (z,))
+
+    def _forward_autograd(self, z_in):
+        self._zleaf = z_in.detach().requires_grad_(True)
+        with torch.enable_grad():
+            self._mu_graph = self._decode(self.weights.fwd, self._zleaf)
+        return self._mu_graph.detach()
+
+    def _feedback_autograd(self, eps_fb, target):
+        zleaf, mu_g = self._zleaf, self._mu_graph
+        separate_fb = self.weights.fb is not self.weights.fwd
+        if not self.learning:
+            with torch.enable_grad():
+                out = self._decode(self.weights.fb, zleaf) if separate_fb else mu_g
+                (v,) = torch.autograd.grad(out, zleaf, grad_outputs=eps_fb)
+            self._mu_graph = None
+            return v.clone() if v.data_ptr() == eps_fb.data_ptr() else v
+        # learning: parameter gradients of log p with the error signal of the learning rule
+        exact = self.c.config.learning_rule == "exact" and not self.c.adiabatic
+        if exact:
+            with torch.no_grad():  # a cotangent: no graph (a learnable sigma would otherwise build one)
+                cot = self.lik.error(self.x, self._mu_seen)
+        else:
+            cot = eps_fb
+        with torch.enable_grad():
+            outputs, cots = [mu_g], [cot]
+            if self.lik_params:
+                outputs.append(self.lik.log_prob(self.x, self._mu_seen).sum())
+                cots.append(None)
+            if not separate_fb and not exact:
+                grads = torch.autograd.grad(outputs, [zleaf, *self.learn_params], cots, allow_unused=True)
+                v, pgrads = grads[0], grads[1:]
+            else:
+                fb_out = self._decode(self.weights.fb, zleaf) if separate_fb else mu_g
+                (v,) = torch.autograd.grad(fb_out, zleaf, grad_outputs=eps_fb, retain_graph=True)
+                pgrads = torch.autograd.grad(outputs, self.learn_params, cots, allow_unused=True)
+        self._mu_graph = None
+        self._pgrads = pgrads
+        return v.clone() if v.data_ptr() == eps_fb.data_ptr() else v
+
+    def _apply_learning(self):
+        for i, (p, g) in enumerate(zip(self.learn_params, self._pgrads)):
+            if g is None:
+                continue
+            if self.accumulate:
+                self.acc[i].add_(g)
+            if self.online_lr:
+                with torch.no_grad():
+                    p.add_(g, alpha=self.online_lr / self.B)
+        self._pgrads = None
+
+    @torch.no_grad()
+    def _target(self, mu_s):
+        """What the error units relax to: e(x, mu) (form "error") or x - mu (form "bogacz").
+
+        State update only, so without a graph: with a learnable sigma e(x, mu) would otherwise require
+        grad (and the in-place / ``out=`` updates raise). Parameter gradients come from the learning
+        backward in ``_feedback_autograd``, not from here.
+        """
+        return (self.x - mu_s) if self.bogacz else self.lik.error(self.x, mu_s)
+
+    # ------------------------------------------------------------------- drift (ODE)
+    def drift(self, z, eps, m):
+        """Noise-free time derivatives (dz, deps or None, dm or None) at a state (for torchdiffeq)."""
+        if self.kernel.startswith("linear-plain"):  # reuse the general forward/feedback for the ODE
+            self.weights = _Weights(self.c, False)
+            self._forward, self._feedback = self._forward_linear, self._feedback_linear
+        mu = self._forward(z)
+        target = self._target(mu)
+        if self.c.adiabatic:
+            eps = target / self.leak if self.bogacz else target
+        v = self._feedback(eps, target)
+        s = v - z / self.sp2
+        if m is not None:
+            G = 1.0 / (m.sqrt() + self.delta)
+            dz = G * s * (1.0 / self.c.timescales.tau_z)
+            dm = (s * s - m) / self.c.timescales.tau_m
+        else:
+            dz, dm = s / self.c.timescales.tau_z, None
+        deps = None if self.c.adiabatic else (target - self.leak * eps) / self.c.timescales.tau_e
+        return dz, deps, dm
+
+    # ---------------------------------------------------------------------- records
+    @torch.no_grad()
+    def measure(self):
+        """(log p(x, z) (B,), error norm (B,)) of the current state under the true (noise-free) model."""
+        model, z, x = self.c.model, self.z, self.x
+        if self._lean_record:
+            dec = model.decoder
+            r = torch.addmm(self.xmb_cache(), z, dec.weight.detach().t(), alpha=-1)  # x - b - W z
+            prec = self._record_prec
+            rn = torch.linalg.vector_norm(r, dim=1)
+            zn = torch.linalg.vector_norm(z, dim=1)
+            lj = rn.square().mul_(-0.5 * prec).add_(zn.square_(), alpha=-0.5 / self.sp2).add_(self._lj_const())
+            en = rn.mul_(prec) if self.c.adiabatic else None
+        else:
+            mu = model.decoder(z)
+            lj = model.likelihood.log_prob(x, mu) + model.log_prior(z)
+            en = None
+            if self.c.adiabatic:
+                err = model.error(x, mu)
+                self._err_cache = (self.k, err)  # error_units() of this state without another forward
+                en = torch.linalg.vector_norm(err.reshape(self.B, -1), dim=1)
+        if en is None:
+            en = torch.linalg.vector_norm(self.eps.reshape(self.B, -1), dim=1)
+        return lj, en
+
+    @torch.no_grad()
+    def error_units(self) -> torch.Tensor:
+        """The error units' state (for adiabatic units: e(x, g(z)) at the current z, noise-free)."""
+        if not self.c.adiabatic:
+            return self.eps
+        if self._err_cache is not None and self._err_cache[0] == self.k:
+            return self._err_cache[1]
+        return self.c.model.error(self.x, self.c.model.decoder(self.z))
+
+    # deferred records: the next step's forward fills what a record needs of the true model
+    def request_record(self, lj: torch.Tensor, en: torch.Tensor | None, eps: torch.Tensor | None) -> None:
+        """Have the next step write log p(x, z) of the current z into ``lj`` (and, adiabatic, ||e(x, g(z))||
+        into ``en``, e(x, g(z)) into ``eps``), from the forward it does anyway (``defer_records`` only)."""
+        self._request = (lj, en, eps)
+
+    @torch.no_grad()
+    def _fill_request(self, z, mu, err):
+        lj, en, eps = self._request
+        self._request = None
+        torch.add(self.lik.log_prob(self.x, mu), self.c.model.log_prior(z), out=lj)
+        if en is None and eps is None:
+            return
+        if err is None:
+            err = self.c.model.error(self.x, mu)
+        if en is not None:
+            torch.linalg.vector_norm(err.reshape(self.B, -1), dim=1, out=en)
+        if eps is not None:
+            eps.copy_(err)
+
+    def resolve_request(self) -> None:
+        """Fill a pending record request now (one forward at the current state)."""
+        if self._request is None:
+            return
+        lj, en, eps = self._request
+        self._request = None
+        lj_, en_ = self.measure()
+        lj.copy_(lj_)
+        if en is not None:
+            en.copy_(en_)
+        if eps is not None:
+            eps.copy_(self.error_units())
+
+    def drop_request(self) -> None:
+        self._request = None
+
+    def xmb_cache(self):
+        if not hasattr(self, "_xmb"):
+            dec = self.c.model.decoder
+            self._xmb = (self.x - dec.bias.detach()) if dec.bias is not None else self.x
+        return self._xmb
+
+    def _lj_const(self) -> float:
+        if not hasattr(self, "_ljc"):
+            n = self.x[0].numel()
+            d = self.z.shape[1]
+            ls = float(self.lik.log_sigma.detach())
+            self._ljc = -n * (ls + 0.5 * LOG_2PI) - d * (math.log(self.c.prior_std) + 0.5 * LOG_2PI)
+        return self._ljc
+
+    def gain(self):
+        """The gain of the step just taken (the current state)."""
+        return self._gain(self.k)
+
+    def noise_records(self) -> dict[str, torch.Tensor]:
+        out = {}
+        for rec in self.recorders:
+            out.update(rec())
+        return out
+
+    # ------------------------------------------------------------ divergence support
+    def all_finite(self) -> bool:
+        ok = None
+        for name in self._state_names:
+            t = getattr(self, name)
+            if t is not None:
+                f = torch.isfinite(t).all()
+                ok = f if ok is None else ok & f
+        return bool(ok)
+
+    def snapshot(self) -> dict:
+        snap = {"k": self.k, "gen": self.gen.get_state(),
+                "state": {n: (None if getattr(self, n) is None else getattr(self, n).clone()) for n in self._state_names},
+                "sources": [t.clone() for b in self.c.sources for t in b.state_tensors()]}
+        if self.online_lr:
+            snap["params"] = [p.detach().clone() for p in self.learn_params]
+        return snap
+
+    def restore(self, snap: dict) -> None:
+        self.k = snap["k"]
+        self._err_cache = None
+        for name, t in snap["state"].items():
+            cur = getattr(self, name)
+            if t is not None and cur is not None and cur.shape == t.shape:
+                cur.copy_(t)  # in place: views of the state (the reduced kernel's) stay valid
+            else:
+                setattr(self, name, None if t is None else t.clone())
+        self.gen.set_state(snap["gen"])
+        for t, s in zip([t for b in self.c.sources for t in b.state_tensors()], snap["sources"]):
+            t.copy_(s)
+        if "params" in snap:
+            with torch.no_grad():
+                for p, s in zip(self.learn_params, snap["params"]):
+                    p.copy_(s)
+
+    def describe_bad_units(self) -> tuple[str, int | None, str | None]:
+        """(text, chain, unit) naming the first non-finite unit of the current state."""
+        parts = []
+        first = None
+        for label, t in (("value unit z", self.z), ("error unit eps", self.eps), ("gain unit m", self.m)):
+            if t is None:
+                continue
+            bad = (~torch.isfinite(t)).nonzero()
+            if len(bad) == 0:
+                continue
+            chain = int(bad[0, 0])
+            idx = ", ".join(str(int(i)) for i in bad[0, 1:])
+            name = f"{label.split()[-1]}[{idx}]"
+            if first is None:
+                first = (f"{label}[{idx}] of chain {chain}", chain, name)
+            parts.append(f"{len(bad)} {label.rsplit(' ', 1)[0]}s")
+        if first is None:
+            return "no non-finite unit found", None, None
+        text = f"non-finite {first[0]} ({', '.join(parts)} non-finite in all)"
+        return text, first[1], first[2]
+
+
+def _axpy_into(out: torch.Tensor, base: torch.Tensor, t: torch.Tensor, coef) -> None:
+    """out = base + coef * t (out preallocated; Python or tensor coefficient)."""
+    if isinstance(coef, torch.Tensor):
+        torch.addcmul(base, t, coef, out=out)
+    else:
+        torch.add(base, t, alpha=coef, out=out)
+
+
+def _axpy(out: torch.Tensor, t: torch.Tensor, coef) -> None:
+    """out += coef * t for a Python or tensor coefficient (broadcast over the batch)."""
+    if isinstance(coef, torch.Tensor):
+        out.addcmul_(t, coef)
+    else:
+        out.add_(t, alpha=coef)

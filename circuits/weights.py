@@ -1,0 +1,76 @@
+"""Forward / feedback decoder parameters of one circuit run, with the noise sources' weight hooks."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+if TYPE_CHECKING:
+    from .circuit import Circuit
+
+__all__ = ["_Weights"]
+
+
+class _Weights:
+    """Forward / feedback parameters of the decoder for one step, with the noise sources' weight hooks.
+
+    Gradients pass straight through every perturbation: p_eff = p + (hooked(p) - p).detach().
+    ``fwd`` / ``fb`` are dicts for ``functional_call`` (None: use the module's own parameters; ``fb is
+    fwd`` when the feedback path has no mismatch of its own).
+    """
+
+    def __init__(self, circuit: Circuit, learning: bool):
+        self.c = circuit
+        self.params = dict(circuit.model.decoder.named_parameters())
+        h = circuit.hooks
+        self.static, self.dynamic, self.fb_static = h["weight_static"], h["weight_dynamic"], h["feedback_static"]
+        self.any = bool(self.static or self.dynamic or self.fb_static)
+        self.per_step = bool(self.dynamic) or (learning and self.any)
+        self.learning = learning
+        self.fwd = self.fb = None
+        self._static_cache = None
+        if self.any and not self.per_step:
+            self._build(0.0, None)
+
+    def _hooked_static(self):
+        out = {}
+        with torch.no_grad():
+            for name, p in self.params.items():
+                w = p.detach()
+                for hook in self.static:
+                    w = hook(name, w)
+                out[name] = w
+        return out
+
+    def _build(self, t: float, gen):
+        if self._static_cache is None or self.learning:
+            self._static_cache = self._hooked_static()
+        fwd = {}
+        with torch.no_grad():
+            for name, w in self._static_cache.items():
+                for hook in self.dynamic:
+                    w = hook(name, w, t, gen)
+                fwd[name] = w
+        if self.learning:  # straight-through: gradients reach the unperturbed parameters. The caller runs
+            # the step under no_grad (the state update builds no graph), so the graph is enabled here:
+            # without it p_eff has no grad_fn and no gradient reaches the stored parameters
+            with torch.enable_grad():
+                fwd = {name: p + (fwd[name] - p.detach()) for name, p in self.params.items()}
+        if self.fb_static:
+            fb = {}
+            with torch.no_grad():
+                for name, w in fwd.items():
+                    w = w.detach()
+                    for hook in self.fb_static:
+                        w = hook(name, w)
+                    fb[name] = w
+            if self.learning:
+                with torch.enable_grad():
+                    fb = {name: fwd[name] + (fb[name] - fwd[name].detach()) for name in fwd}
+        else:
+            fb = fwd
+        self.fwd, self.fb = fwd, fb
+
+    def step(self, t: float, gen) -> None:
+        if self.per_step:
+            self._build(t, gen)
