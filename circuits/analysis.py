@@ -18,7 +18,8 @@ posterior *mean* but not its *covariance*; the covariance tends to T P^-1 only a
 Diagnostics (torch or numpy in, the same type out; float64; vectorised over chains)
 ---------------------------------------------------------------------------------
 Time is axis 0 throughout. :func:`autocorrelation`, :func:`integrated_autocorr_time` (Sokal's
-automatic window), :func:`effective_sample_size`, :func:`ess_per_unit_time`,
+automatic window), :func:`effective_sample_size`, :func:`ess_per_unit_time`, :func:`ess_summary` (tau
+and ESS with Madras-Sokal standard errors, reported as reliable only with >= 50 records per tau),
 :func:`split_rhat`, :func:`time_to_typical_set`, :func:`fano_factor`,
 :func:`across_chain_spread`, :func:`pca_projection` (paper Appendix A.2) and
 :func:`pca_landscape_grid`.
@@ -36,7 +37,7 @@ __all__ = [
     "gaussian_posterior", "ula_stationary", "ula_stationary_eigen",
     "linear_sde_stationary", "euler_maruyama_stationary",
     "linear_circuit_matrices", "linear_circuit_z_stationary",
-    "autocorrelation", "integrated_autocorr_time", "effective_sample_size", "ess_per_unit_time",
+    "autocorrelation", "integrated_autocorr_time", "effective_sample_size", "ess_per_unit_time", "ess_summary",
     "split_rhat", "time_to_typical_set", "fano_factor", "across_chain_spread",
     "PCAProjection", "pca_projection", "pca_landscape_grid",
 ]
@@ -358,6 +359,23 @@ def autocorrelation(x, max_lag: int | None = None):
     return _out(acov / acov[:1], as_numpy)
 
 
+def _sokal_tau(xt: torch.Tensor, c: float, chain_axis: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sokal's windowed tau and its window M (both (...), M in records) of a float64 tensor (R, ...)."""
+    c = _positive("c", c)
+    rho = autocorrelation(xt)
+    if chain_axis is not None:
+        if not 1 <= chain_axis < xt.ndim and not -xt.ndim < chain_axis < 0:
+            raise ValueError(f"chain_axis must name an axis of x other than time (0), got {chain_axis} for ndim {xt.ndim}")
+        rho = rho.mean(dim=chain_axis)
+    taus = 2 * torch.cumsum(rho, dim=0) - 1
+    window = torch.arange(rho.shape[0], dtype=torch.float64, device=rho.device).reshape((-1,) + (1,) * (rho.ndim - 1))
+    reached = window >= c * taus
+    first = torch.argmax(reached.to(torch.uint8), dim=0, keepdim=True)
+    found = reached.any(dim=0, keepdim=True)  # always true in exact arithmetic: tau(R-1) = 0
+    first = torch.where(found, first, torch.full_like(first, rho.shape[0] - 1))
+    return taus.gather(0, first).squeeze(0), first.squeeze(0).to(torch.float64)
+
+
 def integrated_autocorr_time(x, c: float = 5.0, chain_axis: int | None = None, min_length: float = 50.0):
     """Integrated autocorrelation time tau = 1 + 2 sum_{k>=1} rho(k) of each series along axis 0.
 
@@ -372,19 +390,7 @@ def integrated_autocorr_time(x, c: float = 5.0, chain_axis: int | None = None, m
     windowing (one less noisy tau for all of them; that axis is removed). x (R, ...) -> (...).
     """
     xt, as_numpy = _tensor("x", x, 1, min_len=3)
-    c = _positive("c", c)
-    rho = autocorrelation(xt)
-    if chain_axis is not None:
-        if not 1 <= chain_axis < xt.ndim and not -xt.ndim < chain_axis < 0:
-            raise ValueError(f"chain_axis must name an axis of x other than time (0), got {chain_axis} for ndim {xt.ndim}")
-        rho = rho.mean(dim=chain_axis)
-    taus = 2 * torch.cumsum(rho, dim=0) - 1
-    window = torch.arange(rho.shape[0], dtype=torch.float64, device=rho.device).reshape((-1,) + (1,) * (rho.ndim - 1))
-    reached = window >= c * taus
-    first = torch.argmax(reached.to(torch.uint8), dim=0, keepdim=True)
-    found = reached.any(dim=0, keepdim=True)  # always true in exact arithmetic: tau(R-1) = 0
-    first = torch.where(found, first, torch.full_like(first, rho.shape[0] - 1))
-    tau = taus.gather(0, first).squeeze(0)
+    tau, _ = _sokal_tau(xt, c, chain_axis)
     if bool((min_length * tau > xt.shape[0]).any()):
         warnings.warn(f"integrated_autocorr_time: series of length {xt.shape[0]} is shorter than {min_length:g} x tau "
                       f"(largest tau {float(tau.max()):.4g}); the estimate is unreliable", RuntimeWarning, stacklevel=2)
@@ -411,6 +417,68 @@ def ess_per_unit_time(x, dt_record: float, c: float = 5.0, chain_axis: int | Non
     dt_record = _positive("dt_record", dt_record)
     xt, as_numpy = _tensor("x", x, 1, min_len=3)
     return _out(effective_sample_size(xt, c=c, chain_axis=chain_axis) / (xt.shape[0] * dt_record), as_numpy)
+
+
+def ess_summary(x, dt_record: float = 1.0, c: float = 5.0, chain_axis: int | None = None,
+                min_records_per_tau: float = 50.0) -> dict:
+    """Integrated autocorrelation time and ESS with their standard errors, and whether to trust them.
+
+    tau is Sokal's windowed estimate (:func:`integrated_autocorr_time`, window M = the smallest with
+    M >= c tau(M)).  Its standard error is Madras & Sokal's (1988) large-R variance of the windowed
+    estimator,
+
+        var(tau) ~= 2 (2M + 1) / N  tau^2,    N = R records (R x n_chains with ``chain_axis``, whose
+                                                averaged autocorrelation is n_chains times less noisy),
+
+    and ESS = N / tau, ESS per unit time = ESS / (R dt_record), with the same relative error
+    (delta method: se(ESS) / ESS = se(tau) / tau).
+
+    Reliability rule (Sokal 1997; emcee): an estimate is *reliable* when the series has at least
+    ``min_records_per_tau`` (50) records per autocorrelation time, R >= 50 tau, and tau is finite.
+    Shorter series cannot contain the window's c tau lags many times over: the autocorrelation is
+    then estimated from few effectively independent blocks, the windowed sum is truncated early and
+    tau (hence the ESS) is typically *under*estimated -- and the Madras-Sokal error, a large-R
+    formula, is too small.  The rule uses the estimated tau, so a grossly underestimated tau can pass
+    it; a series that fails it is certainly too short.  No warning is raised: the verdict is returned.
+
+    x: (R, ...) with time first (any further axes are separate series, or chains pooled with
+    ``chain_axis``).  Returns a dict with, per series (shape (...), the input's type): ``tau``,
+    ``tau_se``, ``window`` (M, records), ``ess``, ``ess_se``, ``ess_per_unit_time``,
+    ``ess_per_unit_time_se``, ``records_per_tau`` (R / tau), ``reliable_series`` (bool); and
+    ``reliable`` (bool: every series reliable) and ``reason`` (None when reliable, else a sentence
+    saying which series fail and why).
+    """
+    dt_record = _positive("dt_record", dt_record)
+    min_records_per_tau = _positive("min_records_per_tau", min_records_per_tau)
+    xt, as_numpy = _tensor("x", x, 1, min_len=3)
+    tau, window = _sokal_tau(xt, c, chain_axis)
+    R = xt.shape[0]
+    N = R * (1 if chain_axis is None else xt.shape[chain_axis])
+    tau_se = tau * torch.sqrt(2 * (2 * window + 1) / N)
+    ess = N / tau
+    ess_se = ess * tau_se / tau
+    records_per_tau = R / tau
+    finite = torch.isfinite(tau) & (tau > 0)
+    ok = finite & (records_per_tau >= min_records_per_tau)
+    n_series, n_bad = ok.numel(), int((~ok).sum())
+    reason = None
+    if n_bad:
+        parts = []
+        if bool((~finite).any()):
+            parts.append(f"{int((~finite).sum())} with no finite positive tau (a constant or degenerate series)")
+        short = finite & (records_per_tau < min_records_per_tau)
+        if bool(short.any()):
+            parts.append(f"{int(short.sum())} with fewer than {min_records_per_tau:g} records per autocorrelation time "
+                         f"(R = {R} records, as few as {float(records_per_tau[short].min()):.3g} per tau, "
+                         f"tau up to {float(tau[short].max()):.3g} records): tau and ESS are likely underestimated; "
+                         f"record a longer chain")
+        reason = f"{n_bad} of {n_series} series unreliable: " + "; ".join(parts)
+    out = dict(tau=tau, tau_se=tau_se, window=window, ess=ess, ess_se=ess_se,
+               ess_per_unit_time=ess / (R * dt_record), ess_per_unit_time_se=ess_se / (R * dt_record),
+               records_per_tau=records_per_tau, reliable_series=ok)
+    out = {k: _out(v, as_numpy) for k, v in out.items()}
+    out.update(reliable=n_bad == 0, reason=reason)
+    return out
 
 
 def split_rhat(x):

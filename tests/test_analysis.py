@@ -1,13 +1,15 @@
 """Tests of circuits.analysis against closed forms, independent oracles and Monte Carlo."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import scipy.signal
 import torch
 
 from circuits.analysis import (
-    across_chain_spread, autocorrelation, effective_sample_size, ess_per_unit_time,
+    across_chain_spread, autocorrelation, effective_sample_size, ess_per_unit_time, ess_summary,
     euler_maruyama_stationary, fano_factor, gaussian_posterior, integrated_autocorr_time,
     linear_circuit_matrices, linear_circuit_z_stationary, linear_sde_stationary, pca_landscape_grid,
     pca_projection, split_rhat, time_to_typical_set, ula_stationary, ula_stationary_eigen,
@@ -272,6 +274,46 @@ def test_ess_of_iid_normal_is_the_number_of_samples():
 def test_short_chain_warns_that_the_window_is_too_short():
     with pytest.warns(RuntimeWarning, match="shorter than"):
         integrated_autocorr_time(np.linspace(0, 1, 100)[:, None] + 0.01 * np.random.default_rng(19).standard_normal((100, 2)))
+
+
+def test_ess_summary_on_a_long_ar1_is_reliable_and_its_tau_se_is_calibrated():
+    """AR(1) with a = 0.8: tau = (1 + a) / (1 - a) = 9.  R = 20 000 >> 50 tau: reliable; the per-chain
+    estimates scatter around the truth by their Madras-Sokal standard error."""
+    a, R, chains = 0.8, 20_000, 64
+    tau_true = (1 + a) / (1 - a)
+    x = ar1(a, R, chains, seed=31)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        s = ess_summary(x, dt_record=0.1)
+    assert s["reliable"] is True and s["reason"] is None and s["reliable_series"].all()
+    np.testing.assert_allclose(s["tau"], integrated_autocorr_time(x))
+    np.testing.assert_allclose(s["ess"], R / s["tau"])
+    np.testing.assert_allclose(s["ess_per_unit_time"], 1 / (s["tau"] * 0.1))
+    np.testing.assert_allclose(s["ess_se"] / s["ess"], s["tau_se"] / s["tau"])
+    np.testing.assert_allclose(s["records_per_tau"], R / s["tau"])
+    z = (s["tau"] - tau_true) / s["tau_se"]
+    assert abs(z.mean()) < 4 / np.sqrt(chains)                  # unbiased at this length
+    assert 0.75 < z.std(ddof=1) < 1.35                           # the SE matches the actual scatter
+    assert np.mean(np.abs(z) < 2) > 0.85
+    pooled = ess_summary(x, chain_axis=1)                        # 64 chains pooled: an 8x smaller SE
+    assert pooled["tau"].shape == () and pooled["reliable"]
+    assert abs(pooled["tau"] - tau_true) < 3 * pooled["tau_se"]
+    np.testing.assert_allclose(pooled["tau_se"], pooled["tau"] * np.sqrt(2 * (2 * pooled["window"] + 1) / (R * chains)))
+
+
+def test_ess_summary_flags_a_short_ar1_as_unreliable():
+    """a = 0.95 (tau = 39) recorded 200 times (~100 records in the study): 5 records per tau, not 50."""
+    x = ar1(0.95, 200, 8, seed=32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                          # a verdict, not a warning
+        s = ess_summary(torch.tensor(x))
+    assert s["reliable"] is False and not s["reliable_series"].any()
+    assert isinstance(s["tau"], torch.Tensor) and s["tau"].shape == (8,)
+    assert "8 of 8 series unreliable" in s["reason"] and "records per autocorrelation time" in s["reason"]
+    assert (s["records_per_tau"] < 50).all()
+    assert (s["tau"] < 39).all()                                 # underestimated, as the rule warns
+    constant = ess_summary(np.ones((100, 1)))
+    assert not constant["reliable"] and "no finite positive tau" in constant["reason"]
 
 
 def test_split_rhat_is_one_for_mixed_chains_and_large_otherwise():
