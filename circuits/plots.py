@@ -21,7 +21,21 @@ import torch  # noqa: E402
 
 from .analysis import pca_landscape_grid, pca_projection  # noqa: E402
 
-COLOURS = {"discrete": "tab:blue", "circuit": "tab:red", "vae": "tab:green"}
+COLOURS = {"discrete": "tab:blue", "circuit": "tab:red", "vae": "tab:green", "pc": "tab:purple"}
+_CYCLE = ["tab:orange", "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:gray"]
+
+
+def colours(names) -> dict[str, str]:
+    """A colour per method name: its kind's (first word: discrete, circuit, VAE, PC) for the first of a kind,
+    then colours from a cycle (so "circuit · analog" and "circuit · deploy" differ)."""
+    out, k = {}, 0
+    for n in names:
+        base = COLOURS.get(n.split()[0].lower() if n else "")
+        if base is not None and base not in out.values():
+            out[n] = base
+        else:
+            out[n], k = _CYCLE[k % len(_CYCLE)], k + 1
+    return out
 
 
 def _save(fig, path) -> Path:
@@ -35,8 +49,12 @@ def plot_sample_grids(samples: dict[str, torch.Tensor], path, n: int = 64) -> Pa
     """samples: method -> images (N, C, H, W) in [-1, 1]."""
     from torchvision.utils import make_grid
 
-    fig, axes = plt.subplots(1, len(samples), figsize=(4 * len(samples), 4.3))
-    axes = np.atleast_1d(axes)
+    ncol = max(1, min(len(samples), 4))
+    nrow = max(1, math.ceil(len(samples) / ncol))
+    fig, axes = plt.subplots(nrow, ncol, figsize=(4 * ncol, 4.3 * nrow), squeeze=False)
+    axes = axes.ravel()
+    for ax in axes[len(samples):]:
+        ax.axis("off")
     for ax, (name, imgs) in zip(axes, samples.items()):
         grid = make_grid((imgs[:n].clamp(-1, 1) + 1) / 2, nrow=int(math.ceil(math.sqrt(min(n, len(imgs))))), padding=1)
         ax.imshow(grid.permute(1, 2, 0).cpu().numpy(), interpolation="nearest")
@@ -82,10 +100,9 @@ def plot_trajectories(trajectories: dict[str, tuple[torch.Tensor, torch.Tensor]]
     return _save(fig, path)
 
 
-def _band(ax, t, y, name, label=None):
+def _band(ax, t, y, name, c, label=None):
     y = np.asarray(y)
     m, lo, hi = y.mean(1), np.percentile(y, 10, axis=1), np.percentile(y, 90, axis=1)
-    c = COLOURS.get(name)
     ax.plot(t, m, color=c, label=label or name)
     ax.fill_between(t, lo, hi, color=c, alpha=0.2)
 
@@ -93,8 +110,9 @@ def _band(ax, t, y, name, label=None):
 def plot_delta_log_joint(traces: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], path, time_label="time (s)") -> Path:
     """traces: method -> (t (R,), log_joint (R, B), log_joint_at_start (B,))."""
     fig, ax = plt.subplots(figsize=(6, 3.6))
+    col = colours(traces)
     for name, (t, lj, lj0) in traces.items():
-        _band(ax, t, np.asarray(lj) - np.asarray(lj0)[None], name)
+        _band(ax, t, np.asarray(lj) - np.asarray(lj0)[None], name, col[name])
     ax.axhline(0, color="k", lw=0.5)
     ax.set_xlabel(time_label)
     ax.set_ylabel("Δ log p(x, z) from the warm start")
@@ -105,8 +123,9 @@ def plot_delta_log_joint(traces: dict[str, tuple[np.ndarray, np.ndarray, np.ndar
 
 def plot_log_joint(traces: dict[str, tuple[np.ndarray, np.ndarray]], path, time_label="time (s)") -> Path:
     fig, ax = plt.subplots(figsize=(6, 3.6))
+    col = colours(traces)
     for name, (t, lj) in traces.items():
-        _band(ax, t, lj, name)
+        _band(ax, t, lj, name, col[name])
     ax.set_xlabel(time_label)
     ax.set_ylabel("log p(x, z)")
     ax.set_title("log p(x, z) over time")
@@ -116,13 +135,15 @@ def plot_log_joint(traces: dict[str, tuple[np.ndarray, np.ndarray]], path, time_
 
 def plot_training(histories: dict[str, list[dict]], path) -> Path:
     fig, ax = plt.subplots(figsize=(6, 3.6))
+    col = colours(histories)
     for name, hist in histories.items():
         if hist:
-            ax.plot([h["step"] for h in hist], [h["loss_per_dim"] for h in hist], color=COLOURS.get(name), label=name)
+            ax.plot([h["step"] for h in hist], [h["loss_per_dim"] for h in hist], color=col[name], label=name)
     ax.set_xlabel("optimiser step")
     ax.set_ylabel("loss per dimension (nats)")
     ax.set_yscale("log")
-    ax.set_title("Training loss (LPC: -mean log p(x, z) over the chain; VAE: -ELBO)")
+    ax.set_xscale("log")
+    ax.set_title("Training loss (LPC/PC/circuit: -mean log p(x, z) over the chain; VAE: -ELBO)")
     ax.legend()
     return _save(fig, path)
 

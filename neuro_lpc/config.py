@@ -32,9 +32,13 @@ class TrainConfig:
     precondition: float | None = 0.25        # Appendix A.1: beta 0.25 with step 0.1; None/0 = off
     precondition_delta: float = 1e-8
     noise_form: str = "correct"              # "correct" N(0, 2 gamma G) or "literal" N(0, 2 gamma m_hat)
+    temperature: float = 1.0                 # T of the training chains' noise sqrt(2 gamma T G): 1 = LPC (the paper),
+                                             # 0 = classic noise-free predictive coding (deterministic gradient ascent)
     warm_start: str = "jeffreys"             # none | forward | reverse | jeffreys (section 1.2)
     prior_init_batches: int = 50             # first batches start the chain from the prior (section 3.1)
     max_batches_per_epoch: int | None = None
+    max_wall_s: float | None = None          # stop after this much training wall time (checked after every optimiser
+                                             # step; epochs is then an upper bound): wall-clock-matched baselines
     grad_clip: float | None = None
     seed: int = 0
     device: str = "auto"                     # auto | cpu | cuda
@@ -58,6 +62,14 @@ class TrainConfig:
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and v == v and 0 < v < float("inf")):
                 raise ValueError(f"{name} must be a positive finite number, got {v!r}")
+        t = self.temperature
+        # None only where a subclass declares it as its default (CircuitTrainConfig: the noise model's temperature)
+        none_ok = t is None and next(f.default for f in fields(self) if f.name == "temperature") is None
+        if not none_ok and (isinstance(t, bool) or not isinstance(t, (int, float)) or not (0 <= t < float("inf"))):
+            raise ValueError(f"temperature must be a finite number >= 0 (0 = noise-free PC), got {t!r}")
+        w = self.max_wall_s
+        if w is not None and (isinstance(w, bool) or not isinstance(w, (int, float)) or not (0 < w < float("inf"))):
+            raise ValueError(f"max_wall_s must be a positive finite number of seconds or None, got {w!r}")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ValueError(f"device must be auto, cpu or cuda[:N], got {self.device!r}")
         return self

@@ -86,6 +86,7 @@ class Trainer:
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
         self.epoch = 0
         self.global_step = 0
+        self.stopped_by_wall = False
         self._tb = None
 
     # ------------------------------------------------------------ one step
@@ -158,7 +159,12 @@ class Trainer:
     # ----------------------------------------------------------------- loop
     def fit(self, train_dataset, epochs: int | None = None, resume: bool = False, progress: bool = True) -> list[dict]:
         """Train for ``epochs`` (default config.epochs) epochs in total; with ``resume`` continue from
-        ``out_dir/checkpoint.pt``.  Returns per-step metric records of this call."""
+        ``out_dir/checkpoint.pt``.  Returns per-step metric records of this call.
+
+        With ``config.max_wall_s`` the loop stops after the first optimiser step that ends past that
+        many seconds of this call's wall time (``self.stopped_by_wall`` is then True) and checkpoints
+        there, mid-epoch; ``epochs`` is only an upper bound.  Such a run is finished: resuming it
+        starts a fresh budget from the beginning of the interrupted epoch."""
         from .data import make_loader
 
         epochs = epochs if epochs is not None else self.config.epochs
@@ -182,7 +188,9 @@ class Trainer:
             raise ValueError("resume needs an output folder")
         history = []
         t0 = time.perf_counter()
-        while self.epoch < epochs:
+        self.stopped_by_wall = False
+        budget = self.config.max_wall_s
+        while self.epoch < epochs and not self.stopped_by_wall:
             loader = make_loader(train_dataset, self.config.batch_size, shuffle=True, seed=self.config.seed * 100003 + self.epoch)
             nb = len(loader) if self.config.max_batches_per_epoch is None else min(len(loader), self.config.max_batches_per_epoch)
             bar = tqdm(total=nb, desc=f"{self.method} epoch {self.epoch + 1}/{epochs}", disable=not progress, leave=False)
@@ -207,8 +215,12 @@ class Trainer:
                     self._log(rec)
                     bar.set_postfix(loss=f"{rec['loss']:.4g}")
                 bar.update(1)
+                if budget is not None and time.perf_counter() - t0 >= budget:
+                    self.stopped_by_wall = True      # wall-time budget spent: stop mid-epoch, keep the checkpoint
+                    break
             bar.close()
-            self.epoch += 1
+            if not self.stopped_by_wall:
+                self.epoch += 1
             if self.out_dir is not None:
                 self.save_checkpoint(ckpt)
                 if self.config.sample_grid:
@@ -229,7 +241,7 @@ class LPCTrainer(Trainer):
         super().__init__(model, encoder, config, out_dir)
         self.sampler = sampler or LangevinSampler(
             step_size=config.step_size, steps=config.langevin_steps, precondition=config.precondition,
-            delta=config.precondition_delta, noise=config.noise_form)
+            delta=config.precondition_delta, noise=config.noise_form, temperature=config.temperature)
         self.encoder_params = list(self.encoder.parameters())
 
     def initial_state(self, x, mean, var) -> torch.Tensor:

@@ -1,4 +1,8 @@
-"""End-to-end checks of the main job (sims/run_circuit.py --quick) and its failure modes."""
+"""End-to-end checks of the main job (sims/run_circuit.py --quick) and its failure modes.
+
+The fast runs use ``--feature classifier`` (Inception features on CPU are the slow part); the default
+(Inception FID + KID) is checked once behind the ``slow`` marker.
+"""
 import json
 import math
 
@@ -6,40 +10,102 @@ import pytest
 import torch
 
 from circuits import study
+from circuits.study import quality
+from neuro_lpc.errors import DivergenceError
 from neuro_lpc.record import Trajectory
+
+ROWS = ("discrete", "circuit", "pc", "vae", "vae-wall")
+WALL_TOLERANCE = 0.10     # the same-wall-time VAE: within 10% of discrete LPC's wall time (+ 2 of its own steps)
 
 
 @pytest.fixture(scope="module")
 def ideal_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("study")
     out = root / "ideal"
-    rc = study.main(["--noise", "ideal", "--quick", "--out", str(out), "--cache-dir", str(root / "cache")])
+    rc = study.main(["--noise", "ideal", "--quick", "--feature", "classifier", "--out", str(out),
+                     "--cache-dir", str(root / "cache")])
     assert rc == 0
     return root, out, json.loads((out / "report.json").read_text())
 
 
 def test_quick_run_writes_every_output(ideal_run):
     _, out, rep = ideal_run
-    for name in ("discrete", "circuit", "vae"):
+    assert tuple(rep["methods"]) == ROWS
+    for name in ROWS:
         m = rep["methods"][name]
         s = m["samples"]
+        assert m["status"] in study.STATUSES and m["label"]
         assert s["n"] == 200 and math.isfinite(s["fd"]) and s["fd"] >= 0
         assert s["density"] >= 0 and 0 <= s["coverage"] <= 1
-        assert m["wall_s"] > 0
+        assert m["training"]["wall_s"] > 0
     for name in ("discrete", "circuit"):
         p = rep["methods"][name]["posterior"]
-        for key in ("log_joint_mean", "recon_mse", "ess_per_unit_time", "chain_spread"):
+        for key in ("log_joint_mean", "recon_mse", "chain_spread"):
             assert math.isfinite(p[key]), (name, key)
-        assert p["recon_mse"] >= 0 and p["ess_per_unit_time"] > 0
-    assert rep["config"]["noise"] == "ideal"
+        assert p["recon_mse"] >= 0 and p["preconditioner"] == "adam"
+    assert rep["config"]["noise"] == "ideal" and rep["real_set"]["n"] == 200
     md = (out / "report.md").read_text().splitlines()
-    assert md[0].startswith("| method |") and any(ln.startswith("| circuit |") for ln in md[:5])
+    assert md[0].startswith("| method | status |") and any(ln.startswith("| circuit · ideal |") for ln in md[:7])
     for fig in rep["figures"]:
         assert (out / fig).stat().st_size > 1000
     traj = Trajectory.from_hdf5(out / "posterior_circuit.h5")
     assert traj.z.shape[1:] == (rep["config"]["posterior_chains"], 40) and torch.isfinite(traj.log_joint).all()
     assert Trajectory.from_hdf5(out / "posterior_discrete.h5").z.shape == traj.z.shape
     assert not (out / "FAILED.txt").exists()
+
+
+def test_stage_times_are_stored(ideal_run):
+    _, out, rep = ideal_run
+    st = rep["stages"]
+    for key in [f"train: {n}" for n in ROWS] + ["posterior", "metrics: real set", "figures", "total"]:
+        assert st[key] >= 0, key
+    assert st["total"] >= sum(v for k, v in st.items() if k != "total") - 1e-6
+    assert "## Run time by stage" in (out / "report.md").read_text()
+
+
+def test_every_metric_has_n_and_an_uncertainty(ideal_run):
+    _, _, rep = ideal_run
+    key = rep["metric_key"]
+    assert key == "fd" and "not comparable to published FID" in rep["feature_label"]
+    for name, m in rep["methods"].items():
+        s = m["samples"]
+        assert s["n"] >= 1 and s["n_real"] >= 1, name
+        for k in (key, "kid", "density", "coverage"):
+            assert math.isfinite(s[k]) and math.isfinite(s[f"{k}_se"]) and s[f"{k}_se"] >= 0, (name, k)
+        assert isinstance(s["collapsed"], bool) and "diversity" in s
+        p = m.get("posterior")
+        if p:
+            assert p["n"] >= 1
+            for k in ("log_joint_mean", "recon_mse", "chain_spread"):
+                assert math.isfinite(p[f"{k}_se"]), (name, k)
+            ess = p["ess"]
+            if p["ess_reliable"]:
+                assert math.isfinite(p["ess_per_unit_time"]) and math.isfinite(p["ess_per_unit_time_se"])
+            else:           # shown as "unreliable (n records per tau)", with no number that could be quoted
+                assert p["ess_per_unit_time"] is None and "records_per_tau" in ess
+
+
+def test_training_rows_carry_steps_grad_evals_and_wall_time(ideal_run):
+    _, _, rep = ideal_run
+    c = rep["config"]
+    m = rep["methods"]
+    for name in ("discrete", "circuit", "pc"):
+        tr = m[name]["training"]
+        assert tr["optimiser_steps"] == c["train_batches"], name
+        assert tr["grad_evals"] == c["train_batches"] * c["langevin_steps"], name
+    assert m["vae"]["training"]["optimiser_steps"] == c["train_batches"] == m["vae"]["training"]["grad_evals"]
+    vw = m["vae-wall"]["training"]
+    assert vw["grad_evals"] == vw["optimiser_steps"] >= 1 and vw["stopped_by_wall"]
+    assert "same wall time as discrete LPC" in vw["budget"]
+
+
+def test_same_wall_time_vae_matches_discrete_lpc_wall_time(ideal_run):
+    _, _, rep = ideal_run
+    lpc = rep["methods"]["discrete"]["training"]["wall_s"]
+    vw = rep["methods"]["vae-wall"]["training"]
+    step = vw["wall_s"] / vw["optimiser_steps"]
+    assert vw["wall_budget_s"] == pytest.approx(lpc)
+    assert abs(vw["wall_s"] - lpc) <= WALL_TOLERANCE * lpc + 2 * step, (vw["wall_s"], lpc, step)
 
 
 def test_ideal_adiabatic_circuit_is_the_discrete_chain(ideal_run):
@@ -51,15 +117,21 @@ def test_ideal_adiabatic_circuit_is_the_discrete_chain(ideal_run):
     assert rep["methods"]["circuit"]["posterior"]["chain_spread"] > 0
 
 
-def test_noise_free_circuit_has_no_spread_from_a_shared_start(ideal_run):
+def test_noise_free_circuit_and_rows_not_run(ideal_run):
+    """--model: the same-wall-time VAE has no wall time to match (not run); --skip rows are not run either."""
     root, out, _ = ideal_run
     model = next((out / "models").glob("discrete-*")) / "checkpoint.pt"
-    rc = study.main(["--noise", "none", "--quick", "--model", str(model), "--out", str(root / "none"),
-                     "--cache-dir", str(root / "cache")])
+    rc = study.main(["--noise", "none", "--quick", "--feature", "classifier", "--model", str(model), "--skip", "pc,vae",
+                     "--out", str(root / "none"), "--cache-dir", str(root / "cache")])
     assert rc == 0
     rep = json.loads((root / "none" / "report.json").read_text())
-    assert rep["methods"]["circuit"]["posterior"]["chain_spread"] < 1e-6
-    assert rep["methods"]["discrete"]["posterior"]["chain_spread"] > 1e-3
+    m = rep["methods"]
+    assert m["circuit"]["posterior"]["chain_spread"] < 1e-6
+    assert m["discrete"]["posterior"]["chain_spread"] > 1e-3
+    assert m["pc"]["status"] == m["vae"]["status"] == "not run" and "--skip" in m["pc"]["status_reason"]
+    assert m["vae-wall"]["status"] == "not run" and "wall time" in m["vae-wall"]["status_reason"]
+    assert math.isnan(m["discrete"]["training"]["wall_s"]) and m["discrete"]["training"]["optimiser_steps"] == 30
+    assert "not run" in " ".join(rep["verdict"])
 
 
 def test_trained_model_beats_an_untrained_decoder(ideal_run):
@@ -84,15 +156,68 @@ def _classifier(root):
     return SmallClassifierFeatures.for_dataset("animal-mnist", cache_dir=root / "cache", epochs=1, seed=0)
 
 
+class _ConstantModel(torch.nn.Module):
+    """A 'model' whose samples are one grey image (the failure the status column exists for)."""
+
+    def sample(self, n, generator=None):
+        return torch.full((n, 1, 28, 28), -0.2)
+
+
+class _NaNModel(torch.nn.Module):
+    def sample(self, n, generator=None):
+        return torch.full((n, 1, 28, 28), float("nan"))
+
+
+def test_collapsed_and_diverged_rows_are_flagged_and_not_ranked(tmp_path, ideal_run):
+    root, out, _ = ideal_run
+
+    def constant(ctx):
+        return study.Trained(_ConstantModel(), torch.nn.Identity(), [], {"optimiser_steps": 1, "grad_evals": 1, "wall_s": 0.1})
+
+    def nan(ctx):
+        return study.Trained(_NaNModel(), torch.nn.Identity(), [], {"optimiser_steps": 1, "grad_evals": 1, "wall_s": 0.1})
+
+    def diverging(ctx):
+        raise DivergenceError("Langevin chain diverged at step 3: non-finite z in chain 0, latent unit 5", step=3)
+
+    methods = study.default_methods(study.StudyConfig(noise="ideal"))[:1] + [
+        study.Method("constant", "constant grey", "circuit", constant),
+        study.Method("nan", "NaN samples", "vae", nan),
+        study.Method("boom", "diverging circuit", "circuit", diverging),
+    ]
+    cfg = study.StudyConfig(noise="ideal", quick=True, feature="classifier", out=str(tmp_path / "bad"),
+                            cache_dir=str(root / "cache"),
+                            model=str(next((out / "models").glob("discrete-*")) / "checkpoint.pt"))
+    rep = study.run_study(cfg, log=lambda s: None, methods=methods)
+    m = rep["methods"]
+    assert m["discrete"]["status"] == "learned" and m["discrete"]["ranked"]
+    assert m["constant"]["status"] == "collapsed" and not m["constant"]["ranked"]
+    assert m["nan"]["status"] == "diverged" and "NaN" in m["nan"]["status_reason"]
+    assert m["boom"]["status"] == "diverged" and "step 3" in m["boom"]["status_reason"]
+    ranking = rep["verdict"][0]
+    assert ranking.startswith("Ranked by FD") and "constant grey" not in ranking and "diverging" not in ranking
+    text = " ".join(rep["verdict"])
+    assert "constant grey's samples collapsed" in text and "not ranked" in text
+    md = (tmp_path / "bad" / "report.md").read_text()
+    assert "| constant grey | collapsed (not ranked) |" in md and "| diverging circuit | diverged (not ranked) |" in md
+
+
 def test_bad_input_is_refused_before_work(tmp_path, capsys, ideal_run):
-    assert study.main(["--noise", "loud", "--quick", "--out", str(tmp_path / "a")]) == 2
-    assert "unknown noise preset 'loud'" in capsys.readouterr().err
-    assert study.main(["--noise", "ideal", "--model", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "b")]) == 2
-    assert "model file not found" in capsys.readouterr().err
+    def refused(args, text):
+        assert study.main(args) == 2
+        err = capsys.readouterr().err
+        assert text in err and len(err.strip().splitlines()) == 1, err
+
+    refused(["--noise", "loud", "--quick", "--out", str(tmp_path / "a")], "unknown noise preset 'loud'")
+    refused(["--noise", "ideal", "--model", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "b")], "model file not found")
+    refused(["--quick", "--feature", "vgg", "--out", str(tmp_path / "d")], "unknown feature network 'vgg'")
+    refused(["--quick", "--preconditioner", "rms", "--out", str(tmp_path / "e")], "unknown preconditioner 'rms'")
+    refused(["--quick", "--skip", "vae,gan", "--out", str(tmp_path / "f")], "--skip names unknown method(s) 'gan'")
+    refused(["--quick", "--skip", "discrete", "--out", str(tmp_path / "g")], "cannot be skipped")
+    refused(["--quick", "--n-samples", "0", "--out", str(tmp_path / "h")], "n-samples must be a positive integer")
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    assert study.main(["--noise", "ideal", "--quick", "--out", str(blocker / "sub")]) == 2
-    assert "not writable" in capsys.readouterr().err
+    refused(["--noise", "ideal", "--quick", "--out", str(blocker / "sub")], "not writable")
     # a model for other images
     from neuro_lpc import TrainConfig
     from neuro_lpc.train import LPCTrainer, build_model
@@ -100,10 +225,9 @@ def test_bad_input_is_refused_before_work(tmp_path, capsys, ideal_run):
     cfg = TrainConfig(sample_grid=0)
     m, e = build_model(cfg, 32, 3)
     LPCTrainer(m, e, cfg).save_checkpoint(tmp_path / "cifar.pt")
-    assert study.main(["--noise", "ideal", "--model", str(tmp_path / "cifar.pt"), "--out", str(tmp_path / "c")]) == 2
-    assert "3x32x32" in capsys.readouterr().err
-    for d in ("a", "b", "c"):
-        assert not (tmp_path / d / "report.json").exists()
+    refused(["--noise", "ideal", "--model", str(tmp_path / "cifar.pt"), "--out", str(tmp_path / "c")], "3x32x32")
+    for d in "abcdefgh":
+        assert not (tmp_path / d / "report.json").exists() and not (tmp_path / d / "models").exists()
 
 
 def test_a_crash_leaves_no_report(tmp_path, monkeypatch, ideal_run):
@@ -112,9 +236,29 @@ def test_a_crash_leaves_no_report(tmp_path, monkeypatch, ideal_run):
     def boom(*a, **k):
         raise RuntimeError("feature network exploded")
 
-    monkeypatch.setattr(study, "sample_quality", boom)
-    cfg = study.StudyConfig(noise="ideal", quick=True, out=str(tmp_path / "crash"), cache_dir=str(root / "cache"))
+    monkeypatch.setattr(quality, "feature_network", boom)
+    cfg = study.StudyConfig(noise="ideal", quick=True, feature="classifier", out=str(tmp_path / "crash"),
+                            cache_dir=str(root / "cache"),
+                            model=str(next((out / "models").glob("discrete-*")) / "checkpoint.pt"), skip=["circuit", "pc", "vae"])
     with pytest.raises(RuntimeError, match="exploded"):
         study.run_study(cfg, log=lambda s: None)
     assert not (tmp_path / "crash" / "report.json").exists()
     assert "feature network exploded" in (tmp_path / "crash" / "FAILED.txt").read_text()
+
+
+@pytest.mark.slow  # Inception features of ~1,200 images on CPU
+def test_default_features_are_inception_fid_and_kid(tmp_path_factory):
+    from neuro_lpc.metrics import default_feature
+
+    root = tmp_path_factory.mktemp("inception")
+    rc = study.main(["--noise", "ideal", "--quick", "--skip", "circuit,pc,vae-wall", "--out", str(root / "run"),
+                     "--cache-dir", str(root / "cache")])
+    assert rc == 0
+    rep = json.loads((root / "run" / "report.json").read_text())
+    assert rep["feature"] == default_feature(torch.device("cpu")) == "inception" and rep["metric_key"] == "fid"
+    for name in ("discrete", "vae"):
+        s = rep["methods"][name]["samples"]
+        for k in ("fid", "kid", "density", "coverage"):
+            assert math.isfinite(s[k]) and math.isfinite(s[f"{k}_se"]), (name, k)
+    md = (root / "run" / "report.md").read_text().splitlines()
+    assert md[0].startswith("| method | status | FID ↓ | KID ↓")

@@ -1,0 +1,147 @@
+"""Settings of the study (``StudyConfig``) and every check of user input, done before any work."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from neuro_lpc.errors import CheckpointError
+
+DEFAULT_NOISE = "analog"
+FEATURES = ("auto", "classifier", "inception")
+PRECONDITIONERS = ("adam", "frozen")
+
+
+@dataclass
+class StudyConfig:
+    """Settings of the study; CPU-sized defaults (the paper trains with T = 300 Langevin steps).
+
+    The defaults are sized so that ``sims/run_circuit.py --noise analog`` finishes in <= 10 minutes
+    on 2 CPU cores (stage split in bench/RESULTS.md, "default run, stage split").
+    """
+
+    noise: str = DEFAULT_NOISE                 # preset name; or noise_config (a JSON file) overrides it
+    noise_config: str | None = None
+    model: str | None = None                   # a trained checkpoint (discrete LPC) to use instead of training
+    out: str | None = None
+    dataset: str = "animal-mnist"
+    data_root: str | None = None
+    quick: bool = False
+    seed: int = 0
+    device: str = "auto"
+    skip: list[str] = field(default_factory=list)  # method rows not to run (reported as "not run")
+    # training (same data, optimiser and optimiser-step budget for every method; VAE also at the same wall time)
+    train_batches: int = 140                   # about one epoch of animal-mnist at batch 64
+    batch_size: int = 64
+    langevin_steps: int = 20                   # T per batch (paper: 300) -- named in the report
+    step_size: float = 0.1                     # gamma with preconditioning beta = 0.25: the paper's CIFAR-10/CelebA setting
+    precondition: float | None = 0.25          # (Appendix A.1). Without it early scores reach |s| ~ 1e5 and ULA diverges
+                                               # unless gamma < 2 / lambda_max (docs/study.md)
+    preconditioner: str = "adam"               # adam (Algorithm 1, G adapted every step) | frozen (G held after a warm-up)
+    warm_start: str = "jeffreys"
+    prior_init_batches: int = 20
+    # circuit
+    tau_z: float = 10e-3                       # value units, 10 ms (cortical range 10-20 ms)
+    tau_e: float = 0.0                         # adiabatic error units by default: finite tau_e makes the z-eps loop of an
+                                               # image model underdamped unless tau_e < tau_z / (4 lambda_max(P)); see docs/study.md
+    # posterior comparison
+    posterior_chains: int = 32
+    posterior_steps: int = 400
+    record_every: int = 2
+    spread_chains: int = 16
+    # sample quality
+    n_samples: int = 500
+    feature: str = "auto"                      # auto (neuro_lpc.metrics.default_feature) | classifier | inception
+    full_protocol: bool = False                # 50,000 samples with Inception features (paper)
+    k: int = 5
+    cache_dir: str | None = None
+    quick_features: bool = False               # a 1-epoch feature classifier (set by --quick)
+
+    def apply_quick(self) -> "StudyConfig":
+        if self.quick:
+            self.train_batches, self.langevin_steps, self.prior_init_batches = 30, 5, 4
+            self.posterior_chains, self.posterior_steps, self.record_every = 8, 80, 2
+            self.spread_chains, self.n_samples, self.quick_features = 6, 200, True
+        if self.full_protocol:
+            self.n_samples, self.feature = 50_000, "inception"
+        return self
+
+
+class StudyError(ValueError):
+    """Bad input to the study, detected before any work."""
+
+
+def resolve_noise(cfg: StudyConfig):
+    """The noise model (preset name or JSON file), validated before any work."""
+    from .. import noise as noise_mod
+
+    if cfg.noise_config:
+        p = Path(cfg.noise_config)
+        if not p.is_file():
+            raise StudyError(f"noise config file not found: {p}")
+        return noise_mod.NoiseModel.from_file(p)
+    if cfg.noise not in noise_mod.PRESETS:
+        raise StudyError(f"unknown noise preset {cfg.noise!r}; choose one of {', '.join(noise_mod.PRESETS)} or --noise-config FILE")
+    return cfg.noise
+
+
+def check_inputs(cfg: StudyConfig, method_names=None) -> Path:
+    """Every check that can fail on user input, before training or sampling anything.
+
+    ``method_names``: the rows of this run (``--skip`` must name some of them).
+    """
+    resolve_noise(cfg)
+    if cfg.feature not in FEATURES:
+        raise StudyError(f"unknown feature network {cfg.feature!r}; choose {', '.join(FEATURES)}")
+    if cfg.preconditioner not in PRECONDITIONERS:
+        raise StudyError(f"unknown preconditioner {cfg.preconditioner!r}; choose {' or '.join(PRECONDITIONERS)}")
+    if cfg.preconditioner == "frozen" and not cfg.precondition:
+        raise StudyError("--preconditioner frozen needs preconditioning (a decay beta); this run has none")
+    for name in ("train_batches", "langevin_steps", "posterior_chains", "posterior_steps", "n_samples", "record_every",
+                 "spread_chains", "batch_size"):
+        v = getattr(cfg, name)
+        if isinstance(v, bool) or not (isinstance(v, int) and v >= 1):
+            raise StudyError(f"{name.replace('_', '-')} must be a positive integer, got {v!r}")
+    for name in ("step_size", "tau_z"):
+        v = getattr(cfg, name)
+        if not (isinstance(v, (int, float)) and 0 < v < float("inf")):
+            raise StudyError(f"{name.replace('_', '-')} must be a positive finite number, got {v!r}")
+    if not (isinstance(cfg.tau_e, (int, float)) and 0 <= cfg.tau_e < float("inf")):
+        raise StudyError(f"tau-e must be a non-negative finite number of seconds, got {cfg.tau_e!r}")
+    if cfg.posterior_steps // cfg.record_every < 8:
+        raise StudyError("posterior_steps / record_every must give at least 8 records")
+    if cfg.spread_chains < 2:
+        raise StudyError("spread_chains must be at least 2")
+    if cfg.n_samples <= cfg.k:
+        raise StudyError(f"n_samples must exceed k = {cfg.k}")
+    if method_names is not None:
+        unknown = [s for s in cfg.skip if s not in method_names]
+        if unknown:
+            raise StudyError(f"--skip names unknown method(s) {', '.join(map(repr, unknown))}; the rows are "
+                             f"{', '.join(method_names)}")
+        if "discrete" in cfg.skip:
+            raise StudyError("the discrete LPC row cannot be skipped: it is the reference of the posterior comparison "
+                             "and of the same-wall-time VAE")
+    out = Path(cfg.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise StudyError(f"output folder is not writable: {out} ({e.strerror})") from None
+    if cfg.model is not None:
+        from neuro_lpc.data import load_dataset
+        from neuro_lpc.train import read_checkpoint
+
+        p = Path(cfg.model)
+        if not p.is_file():
+            raise StudyError(f"model file not found: {p}")
+        try:
+            ck = read_checkpoint(p)
+        except CheckpointError as e:
+            raise StudyError(str(e)) from None
+        _, _, info = load_dataset(cfg.dataset, cfg.data_root)
+        if (ck.get("channels"), ck.get("image_size")) != (info.channels, info.image_size):
+            raise StudyError(f"model {p} is for {ck.get('channels')}x{ck.get('image_size')}x{ck.get('image_size')} images "
+                             f"but {cfg.dataset} has {info.channels}x{info.image_size}x{info.image_size}")
+    return out

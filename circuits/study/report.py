@@ -1,0 +1,334 @@
+"""The method table (rows with a status), the verdict paragraph and report.md.
+
+``report["methods"]`` is an ordered mapping name -> row; :func:`add_row` adds one (training, samples,
+posterior, errors) and decides its status from the numbers:
+
+* ``not run``   -- the row was skipped (``--skip``) or cannot run in this configuration (reason given);
+* ``diverged``  -- a DivergenceError in its training or its posterior sampling, non-finite samples, or a
+                   non-finite sample-quality number;
+* ``collapsed`` -- ``evaluate_samples`` flagged its samples (``collapsed``, with ``collapse_reason``);
+* ``learned``   -- otherwise.
+
+Only ``learned`` rows are ranked.  Two numbers "match within their error bars" when their difference is
+at most ``TIE_SE`` = 2 combined standard errors (sqrt(se_a^2 + se_b^2)).
+"""
+from __future__ import annotations
+
+import math
+
+LEARNED, COLLAPSED, DIVERGED, NOT_RUN = "learned", "collapsed", "diverged", "not run"
+STATUSES = (LEARNED, COLLAPSED, DIVERGED, NOT_RUN)
+TIE_SE = 2.0
+
+
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def decide_status(row: dict, metric_key: str | None = None) -> tuple[str, str | None]:
+    """(status, reason) of a row from its numbers (module docstring)."""
+    if row.get("not_run"):
+        return NOT_RUN, row["not_run"]
+    errors = row.get("errors") or {}
+    for stage in ("training", "samples", "posterior"):
+        if errors.get(stage):
+            return DIVERGED, f"{stage}: {errors[stage].splitlines()[0]}"
+    s = row.get("samples") or {}
+    if s.get("collapsed"):
+        return COLLAPSED, s.get("collapse_reason") or "samples flagged as collapsed"
+    keys = [metric_key] if metric_key else [k for k in ("fid", "fd") if k in s]
+    for k in keys:
+        if k in s and not _finite(s[k]):
+            return DIVERGED, f"non-finite {k.upper()} ({s[k]})"
+    if not s:
+        return NOT_RUN, "no samples evaluated"
+    return LEARNED, None
+
+
+def add_row(methods: dict, name: str, *, label: str, kind: str, training: dict | None = None, samples: dict | None = None,
+            posterior: dict | None = None, errors: dict | None = None, not_run: str | None = None,
+            metric_key: str | None = None, notes: str | None = None) -> dict:
+    """Add (or replace) the row ``name`` of the method table and decide its status: one call per row."""
+    row = {"label": label, "kind": kind, "training": training, "samples": samples, "posterior": posterior,
+           "errors": {k: v for k, v in (errors or {}).items() if v}, "not_run": not_run, "notes": notes}
+    row["status"], row["status_reason"] = decide_status(row, metric_key)
+    row["ranked"] = row["status"] == LEARNED
+    row["wall_s"] = (training or {}).get("wall_s", float("nan"))   # training wall time (kept for old readers)
+    methods[name] = row
+    return row
+
+
+# ---------------------------------------------------------------------------------------- formatting
+def _num(v, nd: int = 3) -> str:
+    """v to nd significant figures: thousands grouped (1,234), small numbers in g-format."""
+    if not _finite(v):
+        return "–"
+    if isinstance(v, int):
+        return f"{v:,}"
+    if v == 0:
+        return "0"
+    a = abs(v)
+    if a >= 10 ** nd and a < 1e12:
+        return f"{v:,.0f}"
+    if a < 1e-3 or a >= 1e12:
+        return f"{v:.{nd}g}"
+    r = float(f"{v:.{nd}g}")
+    return f"{r:,.0f}" if abs(r) >= 1000 else f"{r:.{nd}g}"
+
+
+def _decimals(se: float) -> int:
+    """Decimal place of a standard error quoted to 1-2 significant figures (the Particle Data Group rule:
+    2 figures when its leading three digits are 100-354, else 1)."""
+    e = math.floor(math.log10(se))
+    lead = int(se / 10 ** (e - 2))       # three leading digits, 100..999
+    sig = 2 if lead < 355 else 1
+    if lead >= 950:
+        e, sig = e + 1, 2
+    return -(e - sig + 1)
+
+
+def pm(v, se, nd: int = 3) -> str:
+    """'v ± se', both rounded to the se's precision ('v' alone when se is unknown, '–' when v is)."""
+    if not _finite(v):
+        return "–"
+    if not _finite(se) or se <= 0:
+        return _num(v, nd)
+    d = _decimals(se)
+    if d > 6 or abs(v) >= 1e12:        # precision beyond a fixed-point display: significant figures instead
+        return f"{_num(v, nd)} ± {_num(se, 2)}"
+    dd = max(d, 0)
+    vr, sr = round(v, d), round(se, d)
+    return f"{vr:,.{dd}f} ± {sr:,.{dd}f}"
+
+
+def metric_cell(s: dict | None, key: str, nd: int = 3) -> str:
+    s = s or {}
+    return pm(s.get(key), s.get(f"{key}_se"), nd)
+
+
+def ess_cell(p: dict) -> str:
+    """ESS per unit time with its se where reliable; otherwise why not."""
+    ess = p.get("ess") or {}
+    if p.get("ess_reliable"):
+        return pm(p.get("ess_per_unit_time"), p.get("ess_per_unit_time_se"))
+    rpt = ess.get("records_per_tau")
+    return f"unreliable ({_num(rpt, 2)} records per τ)" if _finite(rpt) else "unreliable"
+
+
+def tau_cell(p: dict) -> str:
+    if p.get("ess_reliable"):
+        return pm(p.get("autocorr_time_s"), p.get("autocorr_time_s_se"))
+    return "unreliable"
+
+
+# ------------------------------------------------------------------------------------------- verdict
+def _compare(a: dict, b: dict, key: str) -> tuple[str, float, float] | None:
+    """('matches' | 'better' | 'worse', diff, se) of a against b on a lower-is-better metric."""
+    va, vb = a.get(key), b.get(key)
+    if not (_finite(va) and _finite(vb)):
+        return None
+    sa, sb = a.get(f"{key}_se"), b.get(f"{key}_se")
+    se = math.hypot(sa if _finite(sa) else 0.0, sb if _finite(sb) else 0.0)
+    diff = va - vb
+    if abs(diff) <= TIE_SE * se:
+        return "matches", diff, se
+    return ("better" if diff < 0 else "worse"), diff, se
+
+
+def _phrase(who: str, other: str, cmp, key_label: str, a: dict, b: dict, key: str) -> str:
+    """'<who> matches <other> within its error bars on FID (a vs b)' or '<who> is worse than <other> on FID by d ± se (...)'."""
+    word, diff, se = cmp
+    nums = f"{pm(a.get(key), a.get(key + '_se'))} vs {pm(b.get(key), b.get(key + '_se'))}"
+    if word == "matches":
+        return f"{who} matches {other} within its error bars on {key_label} ({nums})"
+    return f"{who} is {word} than {other} on {key_label} by {pm(abs(diff), se)} ({nums})"
+
+
+def _phrase_again(cmp, key_label: str, a: dict, b: dict, key: str) -> str:
+    """The same comparison on a second metric, as a clause ('on KID it matches within the error bars (...)')."""
+    word, diff, se = cmp
+    nums = f"{pm(a.get(key), a.get(key + '_se'))} vs {pm(b.get(key), b.get(key + '_se'))}"
+    if word == "matches":
+        return f"on {key_label} it matches within the error bars ({nums})"
+    return f"on {key_label} it is {word} by {pm(abs(diff), se)} ({nums})"
+
+
+def _posterior_phrase(p: dict, ref: dict) -> str | None:
+    parts = []
+    sa, sb = p.get("chain_spread"), ref.get("chain_spread")
+    if _finite(sa) and _finite(sb) and sb > 0:
+        ratio = sa / sb
+        se_a, se_b = p.get("chain_spread_se") or 0.0, ref.get("chain_spread_se") or 0.0
+        rse = ratio * math.hypot(se_a / sa if sa > 0 else 0.0, se_b / sb)
+        pct = 100 * (ratio - 1)
+        nums = f"chain spread {pm(sa, se_a)} vs {pm(sb, se_b)}, ratio {pm(ratio, rse)}"
+        if abs(ratio - 1) > TIE_SE * rse:
+            parts.append(f"its posterior is {abs(pct):.0f}% {'wider' if pct > 0 else 'narrower'} ({nums})")
+        else:
+            parts.append(f"its posterior has the same width within the error bars ({nums})")
+    la, lb = p.get("log_joint_mean"), ref.get("log_joint_mean")
+    if _finite(la) and _finite(lb):
+        se = math.hypot(p.get("log_joint_mean_se") or 0.0, ref.get("log_joint_mean_se") or 0.0)
+        d = la - lb
+        if abs(d) <= TIE_SE * se:
+            parts.append(f"its chains reach the same log p(x, z) within the error bars ({pm(la, p.get('log_joint_mean_se'))})")
+        else:
+            parts.append(f"its chains sit {pm(abs(d), se)} nats {'higher' if d > 0 else 'lower'} in log p(x, z)")
+    return " and ".join(parts) if parts else None
+
+
+def verdict(report: dict) -> list[str]:
+    """Plain-words findings, each generated from the table's numbers and their standard errors."""
+    m, key = report["methods"], report["metric_key"]
+    key_label = key.upper()
+    out = []
+    ranked = sorted(((n, r) for n, r in m.items() if r["ranked"] and _finite((r["samples"] or {}).get(key))),
+                    key=lambda nr: nr[1]["samples"][key])
+    if ranked:
+        chain = f"{ranked[0][1]['label']} {metric_cell(ranked[0][1]['samples'], key)}"
+        for (_, prev), (_, cur) in zip(ranked, ranked[1:]):
+            c = _compare(cur["samples"], prev["samples"], key)
+            chain += f" {'≈' if c and c[0] == 'matches' else '<'} {cur['label']} {metric_cell(cur['samples'], key)}"
+        out.append(f"Ranked by {key_label} (lower is better; ≈: within {TIE_SE:g} combined standard errors): {chain}.")
+    ref = m.get("discrete")
+    if ref and ref["ranked"]:
+        for name, r in m.items():
+            if name == "discrete" or not r["ranked"] or r["kind"] not in ("circuit",):
+                continue
+            bits = []
+            for k, lab in ((key, key_label), ("kid", "KID")):
+                c = _compare(r["samples"], ref["samples"], k)
+                if c:
+                    bits.append(_phrase(r["label"], ref["label"], c, lab, r["samples"], ref["samples"], k) if not bits
+                                else _phrase_again(c, lab, r["samples"], ref["samples"], k))
+            pp = (r.get("posterior") and ref.get("posterior")) and _posterior_phrase(r["posterior"], ref["posterior"])
+            if bits or pp:
+                out.append("; ".join(bits + ([pp] if pp else [])) + ".")
+        for name, r in m.items():
+            if r["kind"] in ("vae", "pc") and r["ranked"]:
+                c = _compare(ref["samples"], r["samples"], key)
+                if c:
+                    tr = r.get("training") or {}
+                    out.append(f"Against {r['label']} ({tr.get('budget', '')}: {_num(tr.get('optimiser_steps'))} optimiser steps, "
+                               f"{_num(tr.get('wall_s'), 3)} s): "
+                               + _phrase(ref["label"], "it", c, key_label, ref["samples"], r["samples"], key) + ".")
+    elif ref is not None:
+        out.append(f"{ref['label']} is {ref['status']}: there is no reference for the comparisons.")
+    for name, r in m.items():
+        if r["status"] == COLLAPSED:
+            out.append(f"{r['label']}'s samples collapsed ({r['status_reason']}): not ranked.")
+        elif r["status"] == DIVERGED:
+            out.append(f"{r['label']} diverged ({r['status_reason']}): not ranked.")
+        elif r["status"] == NOT_RUN:
+            out.append(f"{r['label']} was not run ({r['status_reason']}).")
+    return out
+
+
+# ------------------------------------------------------------------------------------------ markdown
+def first_table(report: dict) -> list[str]:
+    m, key = report["methods"], report["metric_key"]
+    lines = [f"| method | status | {key.upper()} ↓ | KID ↓ | density ↑ | coverage ↑ | n | optimiser steps | grad evals | train wall s |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, r in m.items():
+        s, tr = r.get("samples") or {}, r.get("training") or {}
+        status = r["status"] + ("" if r["ranked"] or r["status"] == NOT_RUN else " (not ranked)")
+        lines.append(f"| {r['label']} | {status} | {metric_cell(s, key)} | {metric_cell(s, 'kid')} | "
+                     f"{metric_cell(s, 'density')} | {metric_cell(s, 'coverage')} | {_num(s.get('n'))} | "
+                     f"{_num(tr.get('optimiser_steps'))} | {_num(tr.get('grad_evals'))} | {_num(tr.get('wall_s'), 3)} |")
+    return lines
+
+
+def posterior_table(report: dict) -> list[str]:
+    lines = ["| sampler row | sampler | preconditioner | log p(x,z) ↑ | recon MSE ↓ | chain spread | autocorr time s | "
+             "ESS / unit time ↑ | time to typical set s | n chains |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, r in report["methods"].items():
+        p = r.get("posterior")
+        if not p:
+            continue
+        if "diverged" in p:
+            lines.append(f"| {r['label']} | {p.get('sampler', '')} | {p.get('preconditioner', '')} | diverged at step "
+                         f"{p.get('diverged_step')} | – | – | – | – | – | – |")
+            continue
+        lines.append(f"| {r['label']} | {p.get('sampler', '')} | {p.get('preconditioner', '')} | "
+                     f"{pm(p.get('log_joint_mean'), p.get('log_joint_mean_se'), 5)} | {pm(p.get('recon_mse'), p.get('recon_mse_se'))} | "
+                     f"{pm(p.get('chain_spread'), p.get('chain_spread_se'))} | {tau_cell(p)} | {ess_cell(p)} | "
+                     f"{_num(p.get('time_to_typical_set_s'))} | {_num(p.get('n'))} |")
+    return lines
+
+
+def _precond_line(report: dict) -> str:
+    pc = report.get("preconditioner") or {}
+    if pc.get("name") in (None, "none"):
+        return "- Preconditioner of the posterior rows: none (plain ULA)."
+    line = (f"- Preconditioner of the posterior rows: `{pc['name']}` (β = {pc.get('beta')}, γ = {pc.get('step_size')}; "
+            f"{pc.get('note', '')}).")
+    b = pc.get("bias")
+    if b and _finite(b.get("variance_ratio")):
+        line += (f" Its measured stationary bias at this β and γ (`neuro_lpc.preconditioning.preconditioner_bias`, "
+                 f"linear-Gaussian posteriors): variance ratio chain / posterior {pm(b['variance_ratio'], b.get('se'))}.")
+    else:
+        line += f" Stationary bias: {pc.get('bias_note', 'not measured')}."
+    return line
+
+
+def render_markdown(report: dict) -> str:
+    m, c = report["methods"], report["config"]
+    lines = first_table(report)
+    lines += ["", " ".join(report.get("verdict") or verdict(report))]
+    n_r = next((r["samples"].get("n_real") for r in m.values() if r.get("samples") and "n_real" in r["samples"]), None)
+    n_s = next((r["samples"].get("n") for r in m.values() if r.get("samples") and "n" in r["samples"]), None)
+    train_rows = "; ".join(f"{r['label']}: {(r.get('training') or {}).get('budget', '–')}" for r in m.values()
+                           if r.get("training"))
+    lines += [
+        "",
+        f"# Circuit vs discrete LPC — noise `{report['noise_label']}`, data `{c['dataset']}`",
+        "",
+        f"- Status: learned / collapsed (the metrics flag the samples as constant, near-duplicate or single-mode) / "
+        f"diverged (NaN/inf in training, sampling or samples) / not run; only learned rows are ranked. "
+        f"Error bars: ± one standard error; two numbers match when they differ by at most {TIE_SE:g} combined standard errors.",
+        f"- Sample quality: {report['feature_label']} with KID (unbiased, se from subsets), density and coverage "
+        f"(k = {c['k']}) ± se; {n_s} samples per model against n = {n_r} real test images "
+        f"(real-set statistics cached per data set, feature network and n).",
+        f"- Training: {c['train_batches']} optimiser steps of batch {c['batch_size']} for every method unless its budget says "
+        f"otherwise ({train_rows}). LPC/PC chains: T = {c['langevin_steps']} Langevin steps per batch (the paper: 300; "
+        f"CPU-sized), step {c['step_size']}, preconditioning β = {c['precondition']}, warm start `{c['warm_start']}`; PC is "
+        f"the same trainer at temperature 0 (deterministic gradient ascent: classic predictive coding). The circuit presents "
+        f"each batch for T Euler–Maruyama steps of dt = γ·τ_z. Gradient evaluations: decoder forward+backward passes "
+        f"(batches × T for LPC, PC and the circuit; batches for the VAE). The same-wall-time VAE trains until the "
+        f"discrete LPC's training wall time is spent.",
+        "",
+        "## Posterior (all rows sample the discrete-LPC model: same test images, same warm starts)",
+        "",
+        *posterior_table(report),
+        "",
+        _precond_line(report),
+        f"- {c['posterior_chains']} test images, {c['posterior_steps']} steps (circuit dt = {c['step_size'] * c['tau_z']:.3g} s, "
+        f"τ_z = {c['tau_z']} s, τ_e = {c['tau_e']} s{' = adiabatic error units' if not c['tau_e'] else ''}; a noise preset's "
+        f"time-constant model may override them); the second half of each run is treated as stationary; log p and recon MSE "
+        f"± se across chains. Time axis of the discrete chain: step · γ · τ_z. Chain spread: std across "
+        f"{c['spread_chains']} chains from one shared start (0 for a noise-free circuit). Autocorrelation time and ESS "
+        f"(`circuits.analysis.ess_summary`) are shown only where the estimator is reliable (enough records per τ).",
+    ]
+    for name, r in m.items():
+        for stage, msg in (r.get("errors") or {}).items():
+            lines.append(f"- **{r['label']}, {stage} diverged:** {msg.splitlines()[0]}")
+    stages = report.get("stages") or {}
+    if stages:
+        lines += ["", "## Run time by stage", "", "| stage | wall s |", "|---|---|"]
+        lines += [f"| {k} | {v:.1f} |" for k, v in stages.items()]
+    lines += [
+        "",
+        "## Figures",
+        "- `samples.png` — samples of each model",
+        "- `trajectories.png` — latent trajectories on their first two principal components over log p(x, z) (paper Fig. 1/A.2)",
+        "- `delta_log_joint.png` — Δ log p(x, z) during sampling (paper Fig. 3)",
+        "- `log_joint.png` — log p(x, z) over time",
+        "- `training.png` — training loss of every method",
+        "",
+        "## Recordings",
+        "- " + ", ".join(f"`{f}`" for f in report.get("recordings", [])) + " — readable with `neuro_lpc.record.Trajectory.from_hdf5`",
+        "",
+        f"Wall time of the whole study: {report['wall_s']:.0f} s on {report['device']}.",
+    ]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,265 @@
+"""``run_study``: training, posterior, metrics, figures, report -- each stage timed -- and the CLI."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+import traceback
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from neuro_lpc.config import atomic_write_text, git_commit, package_versions, resolve_device
+from neuro_lpc.errors import CheckpointError, DivergenceError
+
+from . import posterior as post_mod
+from . import quality
+from .config import DEFAULT_NOISE, StudyConfig, StudyError, check_inputs, resolve_noise
+from .methods import StudyContext, default_methods, noise_label
+from .report import add_row, render_markdown, verdict
+from .train import NotRun
+
+
+class Stages(dict):
+    """Wall seconds per stage, in the order the stages ran."""
+
+    @contextmanager
+    def time(self, name: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self[name] = self.get(name, 0.0) + time.perf_counter() - t0
+
+
+def default_out(cfg: StudyConfig) -> str:
+    return str(Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{noise_label(cfg)}")
+
+
+def run_study(cfg: StudyConfig, log=print, methods=None) -> dict:
+    """Run the whole study; returns the report dict (also written to cfg.out).
+
+    ``methods``: the rows (``circuits.study.methods.Method``), default ``default_methods(cfg)``.
+    """
+    cfg.apply_quick()
+    if cfg.out is None:
+        cfg.out = default_out(cfg)
+    methods = list(methods) if methods is not None else default_methods(cfg)
+    names = [m.name for m in methods]
+    if len(set(names)) != len(names) or not names or names[0] != "discrete":
+        raise StudyError("the method rows need unique names, the first one 'discrete' (the reference)")
+    out = check_inputs(cfg, names)
+    noise = resolve_noise(cfg)
+    for stale in ("report.json", "report.md", "FAILED.txt"):
+        (out / stale).unlink(missing_ok=True)
+    try:
+        report = _run(cfg, out, noise, log, methods)
+    except BaseException as e:
+        atomic_write_text(out / "FAILED.txt", f"the study did not finish: {type(e).__name__}: {e}\n\n{traceback.format_exc()}")
+        raise
+    return report
+
+
+def _run(cfg: StudyConfig, out: Path, noise, log, methods) -> dict:
+    from neuro_lpc.data import dataset_tensor, load_dataset
+
+    from .. import plots
+
+    t_start = time.perf_counter()
+    stages = Stages()
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    with stages.time("set-up"):
+        train_set, test_set, info = load_dataset(cfg.dataset, cfg.data_root)
+    ctx = StudyContext(cfg, device, noise, out, out / "models", train_set, test_set, info, log)
+    parts = {m.name: {"errors": {}} for m in methods}
+
+    # 1. training ------------------------------------------------------------------------------------
+    for i, m in enumerate(methods, 1):
+        if m.name in cfg.skip:
+            parts[m.name]["not_run"] = "skipped (--skip)"
+            continue
+        log(f"[train {i}/{len(methods)}] {m.label}")
+        with stages.time(f"train: {m.name}"):
+            try:
+                ctx.trained[m.name] = m.train(ctx)
+            except NotRun as e:
+                parts[m.name]["not_run"] = str(e)
+                log(f"      not run: {e}")
+            except DivergenceError as e:
+                if m.required:
+                    raise
+                parts[m.name]["errors"]["training"] = str(e)   # a finding, not a crash: the other rows still run
+                log(f"      {m.label} training diverged: {str(e).splitlines()[0]}")
+    for tr in ctx.trained.values():
+        tr.model.eval(), tr.encoder.eval()
+    ref = ctx.trained["discrete"]
+
+    # 2. posterior comparison on the discrete-LPC model ---------------------------------------------
+    log(f"[posterior] {cfg.posterior_chains} chains x {cfg.posterior_steps} steps")
+    traces, lj = {}, {}
+    with stages.time("posterior: preconditioner bias"):
+        ctx.preconditioner = post_mod.preconditioner_info(cfg)
+    with stages.time("posterior"):
+        test_x, _ = dataset_tensor(test_set, cfg.posterior_chains)
+        inp = post_mod.make_inputs(cfg, ref.model, ref.encoder, test_x, device, cfg.seed + 1000)
+        for m in methods:
+            if m.posterior is None or m.name in cfg.skip:
+                continue
+            run = m.posterior(ctx, inp)
+            parts[m.name]["posterior"] = run.summary
+            if "diverged" in run.summary:
+                parts[m.name]["errors"]["posterior"] = run.summary["diverged"]
+            if run.trace is not None:
+                traces[m.label], lj[m.label] = run.trace, run.log_joint
+
+    # 3. sample quality ---------------------------------------------------------------------------------
+    feature = quality.choose_feature(cfg, device)
+    log(f"[metrics] {feature} features, {cfg.n_samples} samples per model")
+    with stages.time("metrics: feature network"):
+        net = quality.feature_network(cfg, device, feature)
+    with stages.time("metrics: real set"):
+        real = quality.real_set(cfg, net)
+    samples, label = {}, None
+    for name, tr in ctx.trained.items():
+        with stages.time(f"metrics: {name}"):
+            imgs = quality.draw_samples(tr.model, cfg.n_samples, cfg.seed + 77, device)
+            try:
+                q = quality.evaluate(imgs, real, net, feature, cfg)
+            except quality.NonFiniteSamples as e:
+                parts[name]["errors"]["samples"] = str(e)
+                continue
+        samples[next(m.label for m in methods if m.name == name)] = imgs
+        parts[name]["samples"], label = q, q.get("label", label)
+    metric_key = getattr(net, "metric", "fid" if feature == "inception" else "fd")
+
+    # 4. figures ----------------------------------------------------------------------------------------
+    log("[figures]")
+    with stages.time("figures"):
+        labels = {m.name: m.label for m in methods}
+        plots.plot_sample_grids(samples, out / "samples.png")
+        plots.plot_trajectories(traces, lambda xx, zz: ref.model.log_joint(xx, zz), out / "trajectories.png")
+        plots.plot_delta_log_joint(lj, out / "delta_log_joint.png")
+        plots.plot_log_joint({k: (v[0], v[1]) for k, v in lj.items()}, out / "log_joint.png")
+        plots.plot_training({labels[n]: tr.history for n, tr in ctx.trained.items()}, out / "training.png")
+
+    # 5. the table and the report -----------------------------------------------------------------------
+    table = {}
+    for m in methods:
+        p, tr = parts[m.name], ctx.trained.get(m.name)
+        add_row(table, m.name, label=m.label, kind=m.kind, training=tr.training if tr else None,
+                samples=p.get("samples"), posterior=p.get("posterior"), errors=p["errors"], not_run=p.get("not_run"),
+                metric_key=metric_key)
+    recordings = [f"posterior_{ctx.slug(m.name)}.h5" for m in methods
+                  if m.posterior is not None and (out / f"posterior_{ctx.slug(m.name)}.h5").is_file()]
+    report = {
+        "methods": table, "metric_key": metric_key, "feature": feature,
+        "feature_label": label or getattr(net, "label", feature),
+        "real_set": {"dataset": cfg.dataset, "split": "test", "n": int(real.n), "feature": real.feature},
+        "preconditioner": ctx.preconditioner, "config": asdict(cfg), "noise_label": noise_label(cfg),
+        "noise": noise if isinstance(noise, str) else noise.to_dict(),
+        "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+        "threads": torch.get_num_threads(), "versions": package_versions(), "git_commit": git_commit(),
+        "figures": ["samples.png", "trajectories.png", "delta_log_joint.png", "log_joint.png", "training.png"],
+        "recordings": recordings,
+    }
+    report["verdict"] = verdict(report)
+    stages["total"] = time.perf_counter() - t_start
+    report["stages"] = dict(stages)
+    report["wall_s"] = stages["total"]
+    atomic_write_text(out / "report.md", render_markdown(report))
+    atomic_write_text(out / "report.json", json.dumps(report, indent=2, default=_json_default))  # last: marks success
+    return report
+
+
+def _json_default(o):
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, np.bool_):
+        return bool(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    if isinstance(o, torch.Tensor):
+        return o.tolist()
+    raise TypeError(type(o).__name__)
+
+
+# --------------------------------------------------------------------------------------------- CLI
+def build_parser():
+    import argparse
+
+    p = argparse.ArgumentParser(
+        description="Circuit vs discrete Langevin predictive coding on the same data: posterior and learning comparison "
+                    "against noise-free PC and VAEs (same steps, same wall time), sample quality (FID + KID, density, "
+                    "coverage, collapse flags), a status and verdict per method, figures.")
+    p.add_argument("--noise", default=DEFAULT_NOISE, help="noise preset: none | ideal | thermal | analog | cortical")
+    p.add_argument("--noise-config", help="a JSON noise-model file (overrides --noise)")
+    p.add_argument("--model", help="a trained discrete-LPC checkpoint to use instead of training one")
+    p.add_argument("--out", help="output folder (default runs/<time>-<noise>)")
+    p.add_argument("--dataset", default="animal-mnist")
+    p.add_argument("--data-root")
+    p.add_argument("--quick", action="store_true", help="a <= 2-minute version (for tests and a first look)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--feature", default="auto",
+                   help="auto (neuro_lpc.metrics.default_feature: Inception FID) | classifier (small-classifier FD) | inception")
+    p.add_argument("--full-protocol", action="store_true", help="the paper's FID protocol: 50,000 samples, Inception features")
+    p.add_argument("--preconditioner",
+                   help="adam (Algorithm 1, default) | frozen (G held fixed after a warm-up: posterior-invariant)")
+    p.add_argument("--skip", default="", help="comma-separated method rows not to run, e.g. vae-wall,pc (reported as not run)")
+    p.add_argument("--n-samples", type=int)
+    p.add_argument("--train-batches", type=int)
+    p.add_argument("--langevin-steps", type=int)
+    p.add_argument("--posterior-steps", type=int)
+    p.add_argument("--tau-z", type=float, help="value-unit time constant in s (default 0.01)")
+    p.add_argument("--tau-e", type=float, help="error-unit time constant in s (default 0: adiabatic; see docs/study.md)")
+    p.add_argument("--cache-dir", help="cache for the feature network and real-set statistics (default: <out>/../.cache)")
+    return p
+
+
+def config_from_args(args) -> StudyConfig:
+    cfg = StudyConfig(noise=args.noise, noise_config=args.noise_config, model=args.model, out=args.out, dataset=args.dataset,
+                      data_root=args.data_root, quick=args.quick, seed=args.seed, device=args.device, feature=args.feature,
+                      full_protocol=args.full_protocol, cache_dir=args.cache_dir,
+                      skip=[s.strip() for s in args.skip.split(",") if s.strip()])
+    cfg.apply_quick()
+    for name in ("tau_z", "tau_e", "n_samples", "train_batches", "langevin_steps", "posterior_steps", "preconditioner"):
+        if getattr(args, name) is not None:
+            setattr(cfg, name, getattr(args, name))
+    cfg.quick = False  # already applied; flags above override the quick sizes
+    if cfg.out is None:
+        cfg.out = default_out(cfg)
+    if cfg.cache_dir is None:
+        cfg.cache_dir = str(Path(cfg.out).resolve().parent / ".cache")
+    return cfg
+
+
+def print_summary(report: dict, out: Path) -> None:
+    text = (out / "report.md").read_text().split("\n\n")
+    print()
+    print(text[0])
+    print()
+    print(text[1])
+    print("\nstage times (s): " + ", ".join(f"{k} {v:.1f}" for k, v in report["stages"].items()))
+    print(f"\nreport: {out / 'report.md'} ({report['wall_s']:.0f} s)")
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = config_from_args(args)
+        resolve_device(cfg.device)
+        report = run_study(cfg, log=lambda s: print(s, flush=True))
+    except (StudyError, FileNotFoundError, PermissionError, CheckpointError, ValueError) as e:
+        print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+        return 2
+    except DivergenceError as e:
+        print(f"error: the run diverged: {str(e).splitlines()[0]}", file=sys.stderr)
+        return 1
+    print_summary(report, Path(cfg.out))
+    return 0

@@ -1,0 +1,194 @@
+"""Training the study's models, with a cache keyed by the training config, and the training row of the table.
+
+Every trainer returns a :class:`Trained`: the networks, the loss curve and ``training`` -- the row's
+optimiser steps, gradient evaluations (decoder forward+backward passes: batches x T for LPC, PC and the
+circuit, batches for the VAE), wall time and budget.  A method that cannot run raises :class:`NotRun`.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from neuro_lpc.config import TrainConfig, atomic_write_text
+
+
+class NotRun(RuntimeError):
+    """A method row that cannot run in this configuration (the message says why); reported as "not run"."""
+
+
+@dataclass
+class Trained:
+    model: Any
+    encoder: Any
+    history: list[dict]
+    training: dict          # optimiser_steps, grad_evals, grad_evals_per_step, wall_s, budget, cached, ...
+
+
+@dataclass
+class FitResult:
+    history: list[dict]
+    wall_s: float           # wall time of the training (of the original run for a cached model)
+    cached: bool            # the model came from the cache (no training in this run)
+    stopped_by_wall: bool   # a wall-time budget ended the training
+    optimiser_steps: int
+
+
+def train_config(cfg, method: str, n_train: int = 9000, **overrides) -> TrainConfig:
+    """``train_batches`` optimiser steps as whole epochs of equal length (same data order for every method)."""
+    per_epoch = max(1, n_train // cfg.batch_size)
+    epochs = math.ceil(cfg.train_batches / per_epoch)
+    kw = dict(method=method, dataset=cfg.dataset, data_root=cfg.data_root, epochs=epochs, batch_size=cfg.batch_size,
+              langevin_steps=cfg.langevin_steps, step_size=cfg.step_size, precondition=cfg.precondition,
+              warm_start=cfg.warm_start, prior_init_batches=cfg.prior_init_batches,
+              max_batches_per_epoch=math.ceil(cfg.train_batches / epochs), seed=cfg.seed, device=cfg.device, sample_grid=0)
+    kw.update(overrides)
+    return TrainConfig(**kw)
+
+
+_train_config = train_config  # the name circuits.sweep imports
+
+
+def cache_folder(root: Path, name: str, config) -> Path:
+    """models/<name>-<hash of the training config>: a cached model is reused only for the same config."""
+    d = config.to_dict() if hasattr(config, "to_dict") else asdict(config)
+    d = {k: v for k, v in d.items() if k not in ("device",)}
+    h = hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in name)
+    return root / f"{safe}-{h}"
+
+
+_cache_folder = cache_folder
+
+
+def fit_cached(trainer, train_set, folder: Path) -> FitResult:
+    """Train, or reuse the model cached in ``folder``.
+
+    ``train_wall_s.json`` marks a finished run (its wall time, optimiser steps, whether a wall-time budget
+    stopped it): such a model is loaded, not trained again, and its original wall time is reported.  A run
+    that crashed part-way resumes from its last checkpoint.
+    """
+    trainer.out_dir = folder
+    ckpt, timing, metrics = folder / "checkpoint.pt", folder / "train_wall_s.json", folder / "metrics.jsonl"
+    done = json.loads(timing.read_text()) if timing.is_file() else {}
+    if done.get("done") and ckpt.is_file():
+        trainer.load_checkpoint(ckpt)
+        hist = [json.loads(ln) for ln in metrics.read_text().splitlines() if ln.strip()] if metrics.is_file() else []
+        return FitResult(hist, float(done["wall_s"]), True, bool(done.get("stopped_by_wall")), trainer.global_step)
+    t0 = time.perf_counter()
+    resume = ckpt.is_file()
+    hist = trainer.fit(train_set, resume=resume, progress=True)
+    wall = time.perf_counter() - t0
+    if resume and "wall_s" in done:  # resumed after a crash: the earlier part's wall time is not known exactly
+        wall = max(wall, float(done["wall_s"]))
+    if metrics.is_file():  # the whole curve, including the part before a crash
+        hist = [json.loads(ln) for ln in metrics.read_text().splitlines() if ln.strip()]
+    stopped = bool(getattr(trainer, "stopped_by_wall", False))
+    atomic_write_text(timing, json.dumps({"wall_s": wall, "done": True, "stopped_by_wall": stopped,
+                                          "optimiser_steps": trainer.global_step}))
+    return FitResult(hist, wall, False, stopped, trainer.global_step)
+
+
+def _fit_cached(trainer, train_set, folder: Path) -> tuple[list[dict], float]:
+    """(history, wall seconds) of :func:`fit_cached` (the form circuits.sweep uses)."""
+    r = fit_cached(trainer, train_set, folder)
+    return r.history, r.wall_s
+
+
+def training_row(fit: FitResult, grad_evals_per_step: int, budget: str, **extra) -> dict:
+    """The training columns of a row: optimiser steps, gradient evaluations and wall time."""
+    final = fit.history[-1].get("loss_per_dim") if fit.history else None
+    return {"optimiser_steps": int(fit.optimiser_steps), "grad_evals_per_step": int(grad_evals_per_step),
+            "grad_evals": int(fit.optimiser_steps) * int(grad_evals_per_step), "wall_s": float(fit.wall_s),
+            "budget": budget, "cached": fit.cached, "stopped_by_wall": fit.stopped_by_wall,
+            "final_train_loss_per_dim": final, **extra}
+
+
+# ------------------------------------------------------------------------------------------ trainers
+def train_discrete(ctx) -> Trained:
+    """Discrete LPC (Algorithm 1), or the model given with --model."""
+    from neuro_lpc.train import LPCTrainer, build_model, load_trained
+
+    cfg = ctx.cfg
+    if cfg.model:
+        ctx.log(f"      loading the model {cfg.model}")
+        model, encoder, tc, ck = load_trained(cfg.model, ctx.device)
+        steps = int(ck.get("global_step", 0))
+        training = {"optimiser_steps": steps, "grad_evals_per_step": tc.langevin_steps, "grad_evals": steps * tc.langevin_steps,
+                    "wall_s": float("nan"), "budget": f"loaded from {cfg.model} (training wall time unknown)",
+                    "cached": True, "stopped_by_wall": False, "final_train_loss_per_dim": None}
+        return Trained(model, encoder, [], training)
+    tc = train_config(cfg, "lpc", ctx.info.n_train)
+    model, encoder = build_model(tc, ctx.info.image_size, ctx.info.channels)
+    fit = fit_cached(LPCTrainer(model, encoder, tc), ctx.train_set, cache_folder(ctx.models_dir, "discrete", tc))
+    return Trained(model, encoder, fit.history, training_row(fit, tc.langevin_steps, "same optimiser steps"))
+
+
+def train_pc(ctx) -> Trained:
+    """Noise-free predictive coding: LPC's trainer at temperature 0 (deterministic gradient ascent on log p)."""
+    from neuro_lpc.train import LPCTrainer, build_model
+
+    tc = train_config(ctx.cfg, "lpc", ctx.info.n_train, temperature=0.0)
+    model, encoder = build_model(tc, ctx.info.image_size, ctx.info.channels)
+    fit = fit_cached(LPCTrainer(model, encoder, tc), ctx.train_set, cache_folder(ctx.models_dir, "pc", tc))
+    return Trained(model, encoder, fit.history, training_row(fit, tc.langevin_steps, "same optimiser steps"))
+
+
+def circuit_train_config(ctx, **overrides):
+    """The circuit's training config: the discrete trainer's, presented for T Euler-Maruyama steps of dt = gamma tau_z."""
+    from ..learn import CircuitTrainConfig
+
+    cfg, noise = ctx.cfg, ctx.noise
+    kw = dict(**{**train_config(cfg, "lpc", ctx.info.n_train).to_dict(), "method": "circuit"},
+              dt=cfg.step_size * cfg.tau_z, tau_z=cfg.tau_z, tau_e=cfg.tau_e,
+              noise=noise if isinstance(noise, str) else noise.to_dict(), presentation_steps=cfg.langevin_steps)
+    kw.pop("temperature", None)   # the circuit's temperature is the noise model's
+    kw.pop("max_wall_s", None)
+    kw.update(overrides)
+    return CircuitTrainConfig(**kw)
+
+
+def train_circuit(ctx, name: str = "circuit", **overrides) -> Trained:
+    """Learning through the circuit under the chosen noise (``circuits.learn.CircuitTrainer``)."""
+    from neuro_lpc.train import build_model
+
+    from ..learn import CircuitTrainer
+
+    ctc = circuit_train_config(ctx, **overrides)
+    model, encoder = build_model(train_config(ctx.cfg, "lpc", ctx.info.n_train), ctx.info.image_size, ctx.info.channels)
+    fit = fit_cached(CircuitTrainer(model, encoder, ctc), ctx.train_set, cache_folder(ctx.models_dir, name, ctc))
+    return Trained(model, encoder, fit.history, training_row(fit, ctc.resolved_steps, "same optimiser steps"))
+
+
+def train_vae(ctx) -> Trained:
+    """The VAE on the same networks, data order, optimiser and number of optimiser steps."""
+    from neuro_lpc.train import VAETrainer, build_model
+
+    vc = train_config(ctx.cfg, "vae", ctx.info.n_train)
+    model, encoder = build_model(vc, ctx.info.image_size, ctx.info.channels)
+    fit = fit_cached(VAETrainer(model, encoder, vc), ctx.train_set, cache_folder(ctx.models_dir, "vae", vc))
+    return Trained(model, encoder, fit.history, training_row(fit, 1, "same optimiser steps"))
+
+
+def train_vae_same_wall(ctx, reference: str = "discrete", reference_label: str = "discrete LPC") -> Trained:
+    """The VAE trained for the wall time of discrete LPC's training (stopped after the first step past it)."""
+    from neuro_lpc.train import VAETrainer, build_model
+
+    ref = ctx.trained.get(reference)
+    wall = ref.training.get("wall_s") if ref is not None else None
+    if wall is None or not math.isfinite(wall) or wall <= 0:
+        raise NotRun(f"no {reference} training wall time to match (model loaded with --model, or not trained)")
+    per_epoch = max(1, ctx.info.n_train // ctx.cfg.batch_size)
+    base = train_config(ctx.cfg, "vae", ctx.info.n_train)
+    # epochs is only an upper bound (1,000 steps per second of budget): the budget stops the run
+    epochs = max(base.epochs, math.ceil(1000 * wall / min(per_epoch, base.max_batches_per_epoch or per_epoch)))
+    vc = train_config(ctx.cfg, "vae", ctx.info.n_train, epochs=epochs, max_wall_s=float(wall))
+    model, encoder = build_model(vc, ctx.info.image_size, ctx.info.channels)
+    fit = fit_cached(VAETrainer(model, encoder, vc), ctx.train_set, cache_folder(ctx.models_dir, "vae-same-wall", vc))
+    return Trained(model, encoder, fit.history,
+                   training_row(fit, 1, f"same wall time as {reference_label} ({wall:.0f} s)", wall_budget_s=float(wall),
+                                wall_reference=reference))
