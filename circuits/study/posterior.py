@@ -118,14 +118,31 @@ def circuit_config_for(cfg, noise, device, **overrides):
 
 # ------------------------------------------------------------------------------------------ summary
 def _ess(zs: torch.Tensor, dt_rec: float) -> dict:
-    """ESS and autocorrelation time of the stationary half, from ``circuits.analysis.ess_summary``."""
+    """Autocorrelation time and ESS of the stationary half zs (R, B, d), from ``circuits.analysis.ess_summary``.
+
+    The autocorrelation is pooled over the B chains (``chain_axis=1``): one tau per latent unit.  The figures
+    quoted are the median latent unit's, per chain (ESS / B): tau in seconds, ESS and ESS per unit time, each
+    with its Madras-Sokal standard error; ``reliable`` only when every unit has >= 50 records per tau
+    (``records_per_tau`` is the worst unit's).
+    """
     from .. import analysis
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # the summary's own `reliable` / `reason` say it instead
-        res = dict(analysis.ess_summary(zs, dt_rec))
-    return {k: (float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else
-                (float(v) if torch.is_tensor(v) and v.numel() == 1 else v)) for k, v in res.items()}
+    res = analysis.ess_summary(zs, dt_rec, chain_axis=1)
+    tau = torch.as_tensor(res["tau"]).double().flatten()
+    B = zs.shape[1]
+    finite = torch.isfinite(tau)
+    if not bool(finite.any()):
+        return {"reliable": False, "reason": res.get("reason"), "records_per_tau": float("nan"), "pooled_chains": B}
+    order = torch.argsort(torch.where(finite, tau, torch.full_like(tau, float("inf"))))
+    i = int(order[(int(finite.sum()) - 1) // 2])          # the median unit among the finite ones
+    pick = lambda k: float(torch.as_tensor(res[k]).double().flatten()[i])  # noqa: E731
+    rpt = torch.as_tensor(res["records_per_tau"]).double().flatten()
+    return {"tau_s": pick("tau") * dt_rec, "tau_s_se": pick("tau_se") * dt_rec,
+            "ess": pick("ess") / B, "ess_se": pick("ess_se") / B,
+            "ess_per_unit_time": pick("ess_per_unit_time") / B, "ess_per_unit_time_se": pick("ess_per_unit_time_se") / B,
+            "records_per_tau": float(rpt[torch.isfinite(rpt)].min()) if bool(torch.isfinite(rpt).any()) else float("nan"),
+            "reliable": bool(res["reliable"]), "reason": res.get("reason"), "units": int(tau.numel()),
+            "pooled_chains": B, "records": int(zs.shape[0]), "statistic": "median latent unit, per chain"}
 
 
 def _se(values: torch.Tensor) -> float:
@@ -138,7 +155,7 @@ def posterior_summary(z_trace, lj_trace, t, x, model, wall_s: float) -> dict:
 
     Means come with standard errors across chains (``*_se``).  ``ess`` is ``ess_summary``'s dict
     (ess, ess_se, tau, tau_se, records_per_tau, reliable, reason); ``ess_per_unit_time`` and
-    ``autocorr_time_s`` are its figures per second of (circuit) time, None where it is unreliable.
+    ``autocorr_time_s`` (the median latent unit's, per chain; see ``_ess``) are NaN where it is unreliable.
     """
     from ..analysis import time_to_typical_set
 
@@ -146,7 +163,6 @@ def posterior_summary(z_trace, lj_trace, t, x, model, wall_s: float) -> dict:
     half = slice(R // 2, R)
     zs = z_trace[half].double().cpu()
     dt_rec = float(t[1] - t[0])
-    duration = dt_rec * zs.shape[0]
     ess = _ess(zs, dt_rec)
     with torch.no_grad():
         zz = z_trace[half].to(x.device)
@@ -159,18 +175,17 @@ def posterior_summary(z_trace, lj_trace, t, x, model, wall_s: float) -> dict:
     ttt = ttt[torch.isfinite(ttt)]
     lj_chain = lj_trace[half].double().mean(0).cpu()          # (B,) per-chain time average
     reliable = bool(ess.get("reliable"))
-    ess_val, ess_se = ess.get("ess"), ess.get("ess_se")
+    nan = float("nan")
+    shown = (lambda k: ess.get(k, nan)) if reliable else (lambda k: nan)  # noqa: E731 - no number where unreliable
     return {
         "log_joint_mean": float(lj_chain.mean()), "log_joint_mean_se": _se(lj_chain),
         "log_joint_std_within_chain": float(lj_trace[half].std(0).mean()),
         "recon_mse": float(recon.mean()), "recon_mse_se": _se(recon),
         "ess": ess,
         "ess_reliable": reliable,
-        "autocorr_time_s": ess.get("tau") if reliable else None,
-        "autocorr_time_s_se": ess.get("tau_se") if reliable else None,
-        "ess_per_unit_time": ess_val / duration if reliable and ess_val is not None else None,
-        "ess_per_unit_time_se": ess_se / duration if reliable and ess_se is not None else None,
-        "ess_per_wall_second": ess_val / max(wall_s, 1e-9) if reliable and ess_val is not None else None,
+        "autocorr_time_s": shown("tau_s"), "autocorr_time_s_se": shown("tau_s_se"),
+        "ess_per_unit_time": shown("ess_per_unit_time"), "ess_per_unit_time_se": shown("ess_per_unit_time_se"),
+        "ess_per_wall_second": ess["ess"] * zs.shape[1] / max(wall_s, 1e-9) if reliable else nan,
         "time_to_typical_set_s": float(ttt.median()) if len(ttt) else float("nan"),
         "n": int(z_trace.shape[1]),
         "chains": int(z_trace.shape[1]),

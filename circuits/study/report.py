@@ -240,7 +240,7 @@ def first_table(report: dict) -> list[str]:
 
 def posterior_table(report: dict) -> list[str]:
     lines = ["| sampler row | sampler | preconditioner | log p(x,z) ↑ | recon MSE ↓ | chain spread | autocorr time s | "
-             "ESS / unit time ↑ | time to typical set s | n chains |",
+             "ESS / s per chain ↑ | time to typical set s | n chains |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in report["methods"].items():
         p = r.get("posterior")
@@ -308,7 +308,9 @@ def render_markdown(report: dict) -> str:
         f"time-constant model may override them); the second half of each run is treated as stationary; log p and recon MSE "
         f"± se across chains. Time axis of the discrete chain: step · γ · τ_z. Chain spread: std across "
         f"{c['spread_chains']} chains from one shared start (0 for a noise-free circuit). Autocorrelation time and ESS "
-        f"(`circuits.analysis.ess_summary`) are shown only where the estimator is reliable (enough records per τ).",
+        f"(`circuits.analysis.ess_summary`, autocorrelation pooled over the chains; the median latent unit's, per chain, "
+        f"± Madras–Sokal se) are shown only where the estimator is reliable: ≥ 50 records per τ in every latent unit; "
+        f"otherwise the cell says how many records per τ the worst unit had.",
     ]
     for name, r in m.items():
         for stage, msg in (r.get("errors") or {}).items():
