@@ -46,6 +46,7 @@ from neuro_lpc.record import Trajectory
 from .config import ERROR_FORMS, LEARNING_RULES, CircuitConfig
 from .integrate import check_step_size, run_em, run_ode
 from .noise import CircuitContext
+from .noise.devices import AnalogArray
 from .run import CircuitRun  # noqa: F401  (re-exported: ``from circuits.circuit import CircuitRun``)
 from .timescales import Timescales, derive_seed
 
@@ -69,10 +70,19 @@ class Circuit:
 
     Attributes: ``model``, ``config``, ``noise`` (NoiseModel), ``temperature``, ``timescales``
     (per-unit, on the device), ``sources`` (the bound noise sources that act), ``frozen`` (every frozen
-    draw by name), ``state`` (z, eps, m and t after the last ``simulate``).
+    draw by name), ``state`` (z, eps, m and t after the last ``simulate``), ``array`` (the analog array
+    holding the decoder's weights when weight-device sources are on, else None).
+
+    ``array``: an :class:`~circuits.noise.devices.AnalogArray` the decoder's weights are read from
+    (an owner -- a trainer, a deployment -- keeps it across circuits and advances its clock). Without
+    one, weight-device sources program a fresh array from the model's weights at construction (one
+    programming draw from ``config.seed``) whose clock starts at the drift source's ``t_start``.
+    ``noise_state``: a dict an owner keeps across circuits so that dynamic noise states (the 1/f bank)
+    continue from one run to the next instead of restarting in their stationary law.
     """
 
-    def __init__(self, model: GenerativeModel, config: CircuitConfig | None = None, **overrides):
+    def __init__(self, model: GenerativeModel, config: CircuitConfig | None = None, *, array: AnalogArray | None = None,
+                 noise_state: dict | None = None, **overrides):
         if not isinstance(model, GenerativeModel):
             raise TypeError(f"model must be a neuro_lpc.GenerativeModel, got {type(model).__name__}")
         config = dataclasses.replace(config or CircuitConfig(), **overrides) if overrides else (config or CircuitConfig())
@@ -105,8 +115,12 @@ class Circuit:
             latent_dim=model.latent_dim, obs_shape=tuple(model.output_shape), device=self.device, dtype=self.dtype,
             dt=float(config.dt), timescales=self.timescales, temperature=self.temperature, prior_std=self.prior_std,
             error_scale=self.error_scale, weights={n: w.detach() for n, w in model.decoder.named_parameters()},
-            frozen_gen=frozen_gen)
+            frozen_gen=frozen_gen, noise_state=noise_state)
         self.sources = self.noise.bind(self.context)
+        self.array = array
+        if array is None and any(b.weight_device for b in self.sources):
+            self.array = AnalogArray.from_noise(dict(model.decoder.named_parameters()), self.noise.sources,
+                                                seed=config.seed, program_gen=frozen_gen)
         # hooks collected once: a source with nothing to do costs nothing per step
         hooks = {}
         for name in ("value_transform", "prediction_transform", "error_transform", "weight_static", "weight_dynamic",
@@ -115,6 +129,11 @@ class Circuit:
         self.hooks = hooks
         self.frozen = {f"{b.source.type}[{i}].{k}": v for i, b in enumerate(self.sources) for k, v in b.frozen.items()
                        if isinstance(v, torch.Tensor)}
+        if self.array is not None:
+            for n in self.array.names:
+                self.frozen[f"array.programmed.{n}"] = self.array.stored[n]
+                if n in self.array.nu:
+                    self.frozen[f"array.nu.{n}"] = self.array.nu[n]
         self.state: dict[str, Any] | None = None
         check_step_size(self)
 
@@ -192,6 +211,17 @@ class Circuit:
         """
         return run_ode(self, x, z0=z0, t_end=t_end, n_points=n_points, t=t, method=method, rtol=rtol, atol=atol,
                        generator=generator, encoder=encoder)
+
+    def effective_weights(self, t: float = 0.0) -> tuple[dict, dict]:
+        """(forward, feedback) decoder weights a run sees at run time ``t`` (s), without read noise (which is
+        fresh per product): the array's reads (programming, drift) and the static weight hooks."""
+        from .weights import _Weights
+        w = _Weights(self, learning=False)
+        w._build(float(t), None)
+        params = {n: p.detach() for n, p in self.model.decoder.named_parameters()}
+        fwd = params if w.fwd is None else {n: v.detach() for n, v in w.fwd.items()}
+        fb = fwd if w.fb is None or w.fb is w.fwd else {n: v.detach() for n, v in w.fb.items()}
+        return fwd, fb
 
     # -------------------------------------------------------------------- helpers
     def initial_state(self, x: torch.Tensor, z0, generator: torch.Generator | None,

@@ -1,7 +1,7 @@
 """CircuitConfig: the configuration of a circuit, its validation, and the choices it names.
 
-``ERROR_FORMS`` (how the error units relax), ``LEARNING_RULES`` (what the decoder learns from) and
-``PRECONDITION`` (the gain-unit switches); see :class:`CircuitConfig` and ``circuits.circuit``.
+``ERROR_FORMS`` (how the error units relax), ``LEARNING_RULES`` (what the decoder learns from),
+``PRECONDITION`` (the gain-unit switches) and ``PRECONDITIONERS`` (adapting or frozen gain units); see :class:`CircuitConfig` and ``circuits.circuit``.
 """
 from __future__ import annotations
 
@@ -16,11 +16,14 @@ import torch
 from .noise import NoiseModel
 from .timescales import TimescaleModel, Uniform, make_timescales
 
-__all__ = ["CircuitConfig", "ERROR_FORMS", "LEARNING_RULES", "PRECONDITION"]
+__all__ = ["CircuitConfig", "ERROR_FORMS", "LEARNING_RULES", "PRECONDITION", "PRECONDITIONERS"]
 
 ERROR_FORMS = ("error", "bogacz")
 LEARNING_RULES = ("hebbian", "exact")
 PRECONDITION = (None, False, True, "rms")
+PRECONDITIONERS = ("adam", "frozen")   # as neuro_lpc.langevin: gain units adapt throughout, or hold after a warm-up
+DEFAULT_WARMUP_STEPS = 100             # the default warm-up of "frozen": 100 dt (LangevinSampler: min(100, steps // 2))
+DEFAULT_MAX_GAIN = 1e4                 # the cap on G, as LangevinSampler's max_gain (neuro_lpc/langevin.py: why)
 
 
 def _number(name, value, *, positive=False, nonneg=False, allow_none=False):
@@ -46,6 +49,12 @@ class CircuitConfig:
     (gain units m with time constant ``precondition_tau``, starting at the squared initial score) or a
     decay beta in (0, 1) (Algorithm 1: tau_m = dt / (1 - beta), m = 0 at the start and the gain from
     the bias-corrected m / (1 - beta^t)); ``precondition_delta`` is the gain floor.
+    preconditioner: "adam" (the gain units adapt throughout: Algorithm 1 for a decay beta) or "frozen"
+    (they adapt for ``precondition_warmup`` seconds, then hold G: the value units are then ULA / an SDE
+    with a fixed diagonal G, invariant for its own law; see neuro_lpc.langevin). precondition_warmup:
+    None = 100 dt; rounded to whole steps (at least one). precondition_max_gain: cap on G, G = min(1 /
+    (sqrt(m_hat) + delta), max_gain), the gain unit's saturation (None: no cap; default 1e4, which binds
+    only near stationary points, as ``LangevinSampler(max_gain=...)``).
     error_form: "error" or "bogacz". timescales: None (the noise model's, else uniform), a name of
     ``circuits.timescales.TIMESCALES``, a dict or a TimescaleModel. learning_rule: what the decoder
     learns from with ``accumulate_grad`` / ``online_lr``: "hebbian" (the error units' eps, one
@@ -64,6 +73,9 @@ class CircuitConfig:
     precondition: bool | str | None = None
     precondition_tau: float = 0.1
     precondition_delta: float = 1e-8
+    preconditioner: str = "adam"
+    precondition_warmup: float | None = None
+    precondition_max_gain: float | None = DEFAULT_MAX_GAIN
     error_form: str = "error"
     timescales: Any = None
     learning_rule: str = "hebbian"
@@ -85,6 +97,15 @@ class CircuitConfig:
         if pc not in PRECONDITION and not (isinstance(pc, float) and 0 <= pc < 1):
             raise ValueError(f"CircuitConfig: precondition must be None, False, True, 'rms' or a decay beta in [0, 1), "
                              f"got {pc!r}")
+        if self.preconditioner not in PRECONDITIONERS:
+            raise ValueError(f"CircuitConfig: preconditioner must be one of {PRECONDITIONERS}, got {self.preconditioner!r}")
+        if self.preconditioner == "frozen" and not self.preconditioned:
+            raise ValueError("CircuitConfig: preconditioner='frozen' needs gain units (precondition=beta, True or 'rms')")
+        if self.precondition_warmup is not None and self.preconditioner != "frozen":
+            raise ValueError(f"CircuitConfig: precondition_warmup applies only to preconditioner='frozen', "
+                             f"got preconditioner={self.preconditioner!r}")
+        _number("precondition_warmup", self.precondition_warmup, positive=True, allow_none=True)
+        _number("precondition_max_gain", self.precondition_max_gain, positive=True, allow_none=True)
         if self.error_form not in ERROR_FORMS:
             raise ValueError(f"CircuitConfig: error_form must be one of {ERROR_FORMS}, got {self.error_form!r}")
         if self.learning_rule not in LEARNING_RULES:
@@ -116,6 +137,14 @@ class CircuitConfig:
         if isinstance(pc, float) and 0 < pc < 1:
             return float(self.dt) / (1.0 - pc)
         return float(self.precondition_tau)
+
+    def warmup_steps(self) -> int | None:
+        """Steps of adaptation before "frozen" holds G: round(precondition_warmup / dt) >= 1, default 100; None for "adam"."""
+        if self.preconditioner != "frozen":
+            return None
+        if self.precondition_warmup is None:
+            return DEFAULT_WARMUP_STEPS
+        return max(1, round(float(self.precondition_warmup) / float(self.dt)))
 
     def noise_model(self) -> NoiseModel:
         return NoiseModel.resolve(self.noise)

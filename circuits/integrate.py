@@ -280,6 +280,7 @@ def run_em(circuit, x, z0=None, steps: int = 1000, record_every: int = 10, gener
             if k % check_every == 0 or k == steps:
                 check()
         run.resolve_request()  # the last record, when no step followed it: one forward
+        run.finish()  # dynamic noise states handed to a persistent noise_state
         if streaming:
             if filled:
                 flush(filled)

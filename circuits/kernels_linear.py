@@ -136,7 +136,11 @@ class LinearKernels:
             W, b = dec.weight.detach(), (dec.bias.detach() if dec.bias is not None else None)
         else:
             W, b = w["weight"], w.get("bias")
-        return torch.addmm(b, z_in, W.t()) if b is not None else z_in @ W.t()
+        mu = torch.addmm(b, z_in, W.t()) if b is not None else z_in @ W.t()
+        if self.read_sigma:  # read noise per product: sigma_r ||z|| xi per output and chain (circuits.noise.devices)
+            xi = torch.randn(mu.shape, generator=self.gen, device=mu.device, dtype=mu.dtype)
+            mu.addcmul_(xi, torch.linalg.vector_norm(z_in, dim=1, keepdim=True), value=self.read_sigma)
+        return mu
 
     def _feedback_linear(self, eps_fb, target):
         w = self.weights.fb

@@ -30,10 +30,19 @@ preconditioning and dt = step_size * tau_z, a presentation consumes the generato
 discrete chain, so the first optimiser step equals ``LPCTrainer``'s to rounding.
 
 The circuit is rebuilt before every presentation from the current weights (cheap): frozen device
-draws are the same every batch (seeded by ``config.seed``: the same physical device), while
-weight-relative noise amplitudes and the likelihood's error scale follow the trained weights, and
-the Euler-Maruyama stability of dt is re-checked (a dt made unstable by the learned weights stops
-the run like a divergence, naming the batch, with the last good checkpoint kept).
+draws of the units (mismatch, time constants, feedback mismatch) are the same every batch (seeded by
+``config.seed``: the same physical device), while weight-relative noise amplitudes and the
+likelihood's error scale follow the trained weights, and the Euler-Maruyama stability of dt is
+re-checked (a dt made unstable by the learned weights stops the run like a divergence, naming the
+batch, with the last good checkpoint kept).
+
+Weights on analog arrays (``learning``; ``circuits.modes`` documents when each draw is made):
+``deploy`` trains on exact digital weights (the weight-device sources are off while learning) and
+is scored on a fresh programming of the array; ``hardware-aware`` presents every batch on a freshly
+programmed array (straight-through gradients to the digital weights); ``in-memory`` keeps one array
+for the whole run, turns every optimiser update of the decoder's weights into pulses on it, and
+advances its clock by the presentation's duration (or ``seconds_per_batch``) per batch, so drift
+measures time since each device's last write. Its state is part of the checkpoint.
 """
 from __future__ import annotations
 
@@ -54,7 +63,10 @@ from neuro_lpc.objectives import reparameterise, warm_start_loss
 from neuro_lpc.train import Trainer, read_checkpoint, restore_networks
 
 from .circuit import ERROR_FORMS, LEARNING_RULES, Circuit, CircuitConfig
+from .modes import LEARNING_MODES, check_learning_mode, deployed_model, program_array, split_weight_sources
 from .noise import NoiseModel
+from .noise.devices import AnalogArray
+from .timescales import derive_seed
 
 __all__ = ["CircuitTrainConfig", "CircuitTrainer", "load_circuit_trained"]
 
@@ -85,6 +97,14 @@ class CircuitTrainConfig(TrainConfig):
         > 0, ``inf`` allowed = no online movement); online_adam: keep the end-of-presentation Adam step
         on the decoder/likelihood in the online variant.
     check_every: steps between the circuit's NaN/inf checks.
+    learning: how the decoder's weights live on the analog array (``circuits.modes``): "deploy",
+        "hardware-aware" (default) or "in-memory"; matters only with weight-device noise sources
+        (weight_programming, drift, weight_read, pulsed) -- "in-memory" adds a default ``pulsed`` device
+        when the noise model has none.
+    deploy_time: seconds since programming (since the last write for "in-memory") at which the trained
+        weights are scored on the array (None: the drift source's ``t_start``, else 0).
+    seconds_per_batch: device-clock seconds per batch in "in-memory" learning (None: the presentation's
+        simulated duration, presentation_steps x dt).
     """
 
     method: str = "circuit"
@@ -104,6 +124,9 @@ class CircuitTrainConfig(TrainConfig):
     tau_theta: float | None = None
     online_adam: bool = True
     check_every: int = 100
+    learning: str = "hardware-aware"
+    deploy_time: float | None = None
+    seconds_per_batch: float | None = None
 
     # --------------------------------------------------------------- derived
     @property
@@ -168,7 +191,31 @@ class CircuitTrainConfig(TrainConfig):
         if not isinstance(self.noise, (str, dict)):
             raise ValueError(f"noise must be a preset name or a noise-config dict, got {type(self.noise).__name__}")
         self.circuit_config()  # every circuit field (noise preset, time constants, precondition, ...)
+        check_learning_mode(self.learning)
+        for name in ("deploy_time", "seconds_per_batch"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0):
+                raise ValueError(f"{name} must be a non-negative finite number of seconds or None, got {v!r}")
+        dev, _ = split_weight_sources(NoiseModel.resolve(self.noise))
+        if any(s.type == "pulsed" for s in dev) and self.learning != "in-memory":
+            raise ValueError(f"the 'pulsed' weight device acts on in-memory writes only; learning={self.learning!r} "
+                             f"would ignore it (use learning='in-memory' or drop the source)")
         return self
+
+    def noise_model(self) -> NoiseModel:
+        """The noise model of the run; "in-memory" gets a default ``pulsed`` device when it has none."""
+        nm = NoiseModel.resolve(self.noise)
+        if self.learning == "in-memory" and not any(s.type == "pulsed" for s in nm.sources):
+            d = nm.to_dict()
+            d["sources"] = d["sources"] + [{"type": "pulsed"}]
+            nm = NoiseModel.from_dict(d)
+        return nm
+
+    def resolved_deploy_time(self) -> float:
+        if self.deploy_time is not None:
+            return float(self.deploy_time)
+        drift = [s for s in NoiseModel.resolve(self.noise).sources if s.type == "drift"]
+        return float(drift[-1].params["t_start"]) if drift else 0.0
 
 
 def _finite_positive(v) -> bool:
@@ -193,13 +240,99 @@ class CircuitTrainer(Trainer):
         if not isinstance(config, CircuitTrainConfig):
             raise TypeError(f"CircuitTrainer needs a CircuitTrainConfig, got {type(config).__name__}")
         super().__init__(model, encoder, config, out_dir)
+        self.noise = config.noise_model()
+        self.weight_sources, other = split_weight_sources(self.noise)
+        self.mode = config.learning
+        if self.weight_sources:
+            check_learning_mode(self.mode, self.model.decoder)
         self.circuit_config = config.circuit_config()
+        if self.mode == "deploy" and self.weight_sources:     # digital weights while learning
+            d = self.noise.to_dict()
+            d["sources"] = [s.to_dict() for s in other]
+            self.circuit_config = dataclasses.replace(self.circuit_config, noise=NoiseModel.from_dict(d))
+        else:
+            self.circuit_config = dataclasses.replace(self.circuit_config, noise=self.noise)
         self.encoder_params = list(self.encoder.parameters())
+        self.array: AnalogArray | None = None
+        self.pulse_gen = torch.Generator().manual_seed(derive_seed(config.seed, 300))
+        if self.mode == "in-memory" and self.weight_sources:
+            self.array = AnalogArray.from_noise(dict(self.model.decoder.named_parameters()), self.weight_sources,
+                                                seed=derive_seed(config.seed, 301),
+                                                program_gen=torch.Generator().manual_seed(derive_seed(config.seed, 302)))
+            self.array.clock = 0.0                              # training starts at the first programming
+            self._sync_from_array()
         self.circuit = self.build_circuit()     # checks dt against the initial weights now
 
-    def build_circuit(self) -> Circuit:
+    # ------------------------------------------------------------------ the array
+    def _sync_from_array(self) -> None:
+        """in-memory: the digital copy of the covered weights is what the devices store."""
+        params = dict(self.model.decoder.named_parameters())
+        with torch.no_grad():
+            for n in self.array.names:
+                params[n].copy_(self.array.stored[n])
+
+    def batch_array(self) -> AnalogArray | None:
+        """The array the next presentation runs on (module docstring)."""
+        if not self.weight_sources or self.mode == "deploy":
+            return None
+        if self.mode == "in-memory":
+            return self.array
+        # hardware-aware: a fresh programming (and fresh drift exponents) per batch, at the deployment horizon
+        return program_array(self.model, self.noise, self.config.seed, self.config.resolved_deploy_time(),
+                             stream=1 + self.global_step)
+
+    def build_circuit(self, array: AnalogArray | None = None) -> Circuit:
         """A circuit on the current weights (see the module docstring on rebuilding)."""
-        return Circuit(self.model, self.circuit_config)
+        return Circuit(self.model, self.circuit_config, array=array)
+
+    def _clip_and_step(self) -> None:
+        if self.array is None:
+            return super()._clip_and_step()
+        params = dict(self.model.decoder.named_parameters())
+        before = {n: params[n].detach().clone() for n in self.array.names}
+        super()._clip_and_step()
+        desired = {n: params[n].detach() - before[n] for n in self.array.names}
+        self.array.pulse_update(desired, self.pulse_gen)
+        self._sync_from_array()
+        cfg = self.config
+        self.array.advance(cfg.seconds_per_batch if cfg.seconds_per_batch is not None
+                           else cfg.resolved_steps * cfg.resolved_dt)
+
+    def device_array(self, t: float | None = None, seed: int | None = None) -> AnalogArray | None:
+        """The array the trained weights are scored on, ``t`` seconds (default ``deploy_time``) after programming
+        (deploy / hardware-aware: a fresh programming draw from ``seed``) or after training (in-memory: the
+        array as it sits, its clock advanced by t). None without weight-device sources."""
+        if not self.weight_sources:
+            return None
+        t = self.config.resolved_deploy_time() if t is None else float(t)
+        if self.mode == "in-memory":
+            arr = AnalogArray.__new__(AnalogArray)
+            arr.__dict__.update({k: (dict(v) if isinstance(v, dict) else v) for k, v in self.array.__dict__.items()})
+            arr.advance(t)
+            return arr
+        dev_noise = NoiseModel([s.to_dict() for s in self.weight_sources])
+        return program_array(self.model, dev_noise, self.config.seed if seed is None else seed, t, stream=0)
+
+    def deployed(self, t: float | None = None, seed: int | None = None, generator: torch.Generator | None = None):
+        """The trained model as it runs on the device (``circuits.modes.deployed_model``)."""
+        return deployed_model(self.model, self.device_array(t, seed), generator)
+
+    def state_dict(self) -> dict:
+        sd = super().state_dict()
+        if self.array is not None:
+            sd["array"] = self.array.state_dict()
+            sd["pulse_generator"] = self.pulse_gen.get_state()
+        return sd
+
+    def load_checkpoint(self, path) -> None:
+        super().load_checkpoint(path)
+        if self.array is not None:
+            ck = read_checkpoint(path, map_location=self.device)
+            if "array" not in ck:
+                raise CheckpointError(f"checkpoint {path} holds no analog array state (needed by learning='in-memory')")
+            self.array.load_state_dict(ck["array"])
+            self.pulse_gen.set_state(ck["pulse_generator"])
+            self._sync_from_array()
 
     def initial_state(self, x, mean, var) -> torch.Tensor:
         """z(0): the prior for the first ``prior_init_batches`` batches or warm start "none", else q(z|x)."""
@@ -211,7 +344,7 @@ class CircuitTrainer(Trainer):
         """One presentation of the batch with decoder-gradient accumulation (and online learning)."""
         cfg = self.config
         try:
-            self.circuit = self.build_circuit()
+            self.circuit = self.build_circuit(self.batch_array())
         except ValueError as err:
             raise DivergenceError(f"the circuit can no longer run with the learned weights: {err}",
                                   step=None) from None

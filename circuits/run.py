@@ -42,11 +42,15 @@ class CircuitRun(LinearKernels):
       eps' = eps + (dt / tau_e) (target - leak eps) + (error-unit noise), target e(x, mu) with leak 1
       (form "error") or x - mu with leak sigma_x^2 (form "bogacz"); adiabatic: eps = target / leak;
     * gain units m (:meth:`_advance_gain`, before the value units):
-      m' = beta m + (1 - beta) s^2, beta = 1 - dt / tau_m, G = 1 / (sqrt(m_hat) + delta) (:meth:`_gain`).
+      m' = beta m + (1 - beta) s^2, beta = 1 - dt / tau_m, G = min(1 / (sqrt(m_hat) + delta), max_gain)
+      (:meth:`_gain`); with preconditioner "frozen" they stop after ``freeze_at`` steps and G is held.
 
     What downstream units see passes through the noise sources' transforms: value outputs z -> decoder,
     predictions mu -> error units, error outputs eps -> feedback (eps_fb).
     """
+
+    read_hooks = None   # read-noise hooks of the analog array (autograd kernel)
+    read_sigma = 0.0    # read-noise sigma_r of an nn.Linear decoder's weight (linear kernel)
 
     def __init__(self, circuit: Circuit, x: torch.Tensor, z0: torch.Tensor, gen: torch.Generator,
                  accumulate_grad: bool = False, online_lr: float | None = None):
@@ -99,6 +103,10 @@ class CircuitRun(LinearKernels):
         elif c.preconditioned:
             s0 = model.score(x, z0)
             self.m = (s0 * s0).detach()
+        # "frozen": the gain units adapt for the first freeze_at steps, then G is held (G_frozen)
+        self.max_gain = None if cfg.precondition_max_gain is None else float(cfg.precondition_max_gain)
+        self.freeze_at = cfg.warmup_steps() if self.m is not None else None
+        self.G_frozen = None
         # learning
         self.learn_params = []
         if self.learning:
@@ -118,6 +126,9 @@ class CircuitRun(LinearKernels):
         else:
             self.kernel = "linear" if (c.linear_decoder and not self.learning) else "autograd"
             self.weights = _Weights(c, self.learning)
+            arr = c.array
+            self.read_hooks = arr.read_hooks(model.decoder, gen) if arr is not None else None
+            self.read_sigma = arr.read_sigmas().get("weight", 0.0) if arr is not None else 0.0
             self._forward = self._forward_linear if self.kernel == "linear" else self._forward_autograd
             self._feedback = self._feedback_linear if self.kernel == "linear" else self._feedback_autograd
             self.step = self._step_general
@@ -197,6 +208,8 @@ class CircuitRun(LinearKernels):
         """
         if self.m is not None:
             G = self._advance_gain(s)
+            if self.val_inc:  # unit noise follows the gain like the intrinsic noise (tau / G: T_eff = T + sigma^2)
+                self.c.context.gain = G.clone()
             if isinstance(self.az, torch.Tensor):
                 _axpy_into(zn, z, G * s, self.az)
             else:
@@ -222,19 +235,27 @@ class CircuitRun(LinearKernels):
         # Algorithm 1's order: the gain units advance first (m' = beta m + (1 - beta) s^2, the EM step
         # of tau_m dm = (s^2 - m) dt), then z moves with the updated gain; written as the discrete
         # sampler writes it, so the adiabatic limit agrees with it bit for bit where it can
+        if self.freeze_at is not None and self.k >= self.freeze_at:  # "frozen": held after the warm-up
+            return self.G_frozen.clone()  # (the caller takes its square root in place)
         b = self.gain_beta
         if isinstance(b, torch.Tensor):
             self.m.mul_(b).addcmul_(s * s, 1.0 - b)
         else:
             self.m.mul_(b).addcmul_(s, s, value=1.0 - b)
-        return self._gain(self.k + 1)
+        G = self._gain(self.k + 1)
+        if self.freeze_at is not None and self.k + 1 == self.freeze_at:
+            self.G_frozen = G.clone()
+        return G
 
     def _gain(self, t: int) -> torch.Tensor:
-        """G = 1 / (sqrt(m_hat) + delta) after t steps: m_hat = m / (1 - beta^t) for a decay beta, else m."""
+        """G = min(1 / (sqrt(m_hat) + delta), max_gain) after t steps: m_hat = m / (1 - beta^t) for a decay
+        beta, else m.  The cap is the gain unit's saturation (neuro_lpc.langevin: why 1e4 by default)."""
         if self.bias_correct:
             corr = 1 - self.gain_beta ** t  # per unit with per-unit tau_m
-            return (self.m / corr).sqrt_().add_(self.delta).reciprocal_()
-        return (self.m.sqrt() + self.delta).reciprocal_()
+            G = (self.m / corr).sqrt_().add_(self.delta).reciprocal_()
+        else:
+            G = (self.m.sqrt() + self.delta).reciprocal_()
+        return G if self.max_gain is None else G.clamp_(max=self.max_gain)
 
     def _advance_error(self, target):
         """Error units (finite tau_e): eps' = eps + (dt / tau_e) (target - leak eps) + (error-unit noise).
@@ -275,8 +296,17 @@ class CircuitRun(LinearKernels):
     def _forward_autograd(self, z_in):
         self._zleaf = z_in.detach().requires_grad_(True)
         with torch.enable_grad():
-            self._mu_graph = self._decode(self.weights.fwd, self._zleaf)
+            if self.read_hooks is None:
+                self._mu_graph = self._decode(self.weights.fwd, self._zleaf)
+            else:  # read noise fresh per matrix-vector product: per chain, per output, per step
+                with self.read_hooks:
+                    self._mu_graph = self._decode(self.weights.fwd, self._zleaf)
         return self._mu_graph.detach()
+
+    def finish(self) -> None:
+        """End of the run: sources hand their dynamic states to the circuit's persistent noise_state."""
+        for b in self.c.sources:
+            b.finish()
 
     def _feedback_autograd(self, eps_fb, target):
         zleaf, mu_g = self._zleaf, self._mu_graph
@@ -344,7 +374,12 @@ class CircuitRun(LinearKernels):
         v = self._feedback(eps, target)
         s = v - z / self.sp2
         if m is not None:
+            if self.freeze_at is not None:
+                raise ValueError("preconditioner='frozen' has a warm-up in steps: use simulate (Euler-Maruyama), "
+                                 "not the ODE reference")
             G = 1.0 / (m.sqrt() + self.delta)
+            if self.max_gain is not None:
+                G = G.clamp(max=self.max_gain)
             dz = G * s * (1.0 / self.c.timescales.tau_z)
             dm = (s * s - m) / self.c.timescales.tau_m
         else:
@@ -437,7 +472,9 @@ class CircuitRun(LinearKernels):
         return self._ljc
 
     def gain(self):
-        """The gain of the step just taken (the current state)."""
+        """The gain of the step just taken (the current state); the held G once "frozen" has frozen."""
+        if self.freeze_at is not None and self.k >= self.freeze_at:
+            return self.G_frozen.clone()
         return self._gain(self.k)
 
     def noise_records(self) -> dict[str, torch.Tensor]:

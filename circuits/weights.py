@@ -1,4 +1,4 @@
-"""Forward / feedback decoder parameters of one circuit run, with the noise sources' weight hooks."""
+"""Forward / feedback decoder parameters of one circuit run: the analog array's reads and the weight hooks."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -12,11 +12,18 @@ __all__ = ["_Weights"]
 
 
 class _Weights:
-    """Forward / feedback parameters of the decoder for one step, with the noise sources' weight hooks.
+    """Forward / feedback parameters of the decoder for one step.
 
-    Gradients pass straight through every perturbation: p_eff = p + (hooked(p) - p).detach().
-    ``fwd`` / ``fb`` are dicts for ``functional_call`` (None: use the module's own parameters; ``fb is
-    fwd`` when the feedback path has no mismatch of its own).
+    Forward weights at run time t (s): for a parameter the circuit's analog array holds,
+    w = array.read(name, t) (the stored conductance -- programming error of its last write -- with drift
+    since that write at the array's clock + t); else the parameter itself. Then the static weight hooks
+    (e.g. weight quantisation) and the dynamic ones, in source order. The feedback copy is the forward
+    weights through the feedback hooks (feedback mismatch). Read noise is not here: it is fresh per
+    matrix-vector product (``ReadNoiseHooks`` on the decoder's layers / the linear kernel).
+
+    Gradients pass straight through every perturbation: p_eff = p + (w - p).detach(), built with
+    gradients enabled (the step runs under no_grad). ``fwd`` / ``fb`` are dicts for ``functional_call``
+    (None: use the module's own parameters; ``fb is fwd`` when the feedback path has no mismatch of its own).
     """
 
     def __init__(self, circuit: Circuit, learning: bool):
@@ -24,30 +31,30 @@ class _Weights:
         self.params = dict(circuit.model.decoder.named_parameters())
         h = circuit.hooks
         self.static, self.dynamic, self.fb_static = h["weight_static"], h["weight_dynamic"], h["feedback_static"]
-        self.any = bool(self.static or self.dynamic or self.fb_static)
-        self.per_step = bool(self.dynamic) or (learning and self.any)
+        self.array = circuit.array
+        self.any = bool(self.static or self.dynamic or self.fb_static or self.array is not None)
+        drifting = self.array is not None and self.array.time_dependent
+        self.per_step = bool(self.dynamic) or drifting or (learning and self.any)
         self.learning = learning
         self.fwd = self.fb = None
-        self._static_cache = None
         if self.any and not self.per_step:
             self._build(0.0, None)
 
-    def _hooked_static(self):
+    def _base(self, t: float) -> dict[str, torch.Tensor]:
         out = {}
+        arr = self.array
         with torch.no_grad():
             for name, p in self.params.items():
-                w = p.detach()
+                w = arr.read(name, t) if (arr is not None and name in arr.stored) else p.detach()
                 for hook in self.static:
                     w = hook(name, w)
                 out[name] = w
         return out
 
     def _build(self, t: float, gen):
-        if self._static_cache is None or self.learning:
-            self._static_cache = self._hooked_static()
         fwd = {}
         with torch.no_grad():
-            for name, w in self._static_cache.items():
+            for name, w in self._base(t).items():
                 for hook in self.dynamic:
                     w = hook(name, w, t, gen)
                 fwd[name] = w

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 def test_registries_and_presets():
     assert set(PRESETS) == {"none", "ideal", "thermal", "analog", "cortical"}
     assert set(NOISE_SOURCES) == {"thermal", "shot", "flicker", "mismatch", "weight_programming", "weight_read",
-                                  "drift", "quantisation", "saturation", "feedback_mismatch"}
+                                  "drift", "pulsed", "quantisation", "saturation", "feedback_mismatch"}
     assert set(TIMESCALES) == {"uniform", "heterogeneous", "mismatch", "adiabatic"}
     assert NoiseModel.preset("none").temperature == 0.0 and NoiseModel.preset("ideal").temperature == 1.0
     for name in PRESETS:

@@ -57,9 +57,9 @@ from .mismatch import Mismatch, _Mismatch
 from .model import NOISE_SOURCES, NoiseModel, make_noise
 from .presets import PRESETS
 from .units import Flicker, OUBank, Shot, Thermal, _Flicker, _Shot, _Thermal
-from .weights import (Drift, WeightProgramming, WeightRead, _Drift, _WeightProgramming, _WeightRead, pcm_drift_nu_moments,
-                      pcm_programming_std)
+from .devices import AnalogArray, PulsedDevice, ReadNoiseHooks, apply_pulses, read_noise_std, stochastic_round
+from .weights import Drift, PulsedUpdate, WeightProgramming, WeightRead, pcm_drift_nu_moments, pcm_programming_std
 
 __all__ = ["NoiseSource", "NoiseModel", "BoundSource", "CircuitContext", "OUBank", "NOISE_SOURCES", "PRESETS",
            "Thermal", "Shot", "Flicker", "Mismatch", "WeightProgramming", "WeightRead", "Drift", "Quantisation",
-           "Saturation", "FeedbackMismatch", "make_noise", "pcm_programming_std", "pcm_drift_nu_moments"]
+           "Saturation", "FeedbackMismatch", "PulsedUpdate", "AnalogArray", "PulsedDevice", "make_noise", "pcm_programming_std", "pcm_drift_nu_moments"]

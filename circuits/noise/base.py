@@ -36,6 +36,8 @@ class CircuitContext:
     error_scale: float
     weights: dict[str, torch.Tensor]
     frozen_gen: torch.Generator
+    noise_state: dict | None = None   # persistent dynamic noise states across circuits (an owner's dict)
+    gain: torch.Tensor | None = None  # the gain G of the current step (set by the run when preconditioned)
 
     @property
     def adiabatic(self) -> bool:
@@ -99,6 +101,7 @@ class BoundSource:
     error_increment: Callable | None = None
     state_clip: Callable | None = None
     record: Callable | None = None
+    weight_device: bool = False  # served by the circuit's analog array (circuits.noise.devices), not by hooks
 
     def __init__(self, source: "NoiseSource", ctx: CircuitContext):
         self.source = source
@@ -108,13 +111,16 @@ class BoundSource:
     def start(self, batch: int, gen: torch.Generator) -> None:
         """Per-run set-up (buffers, initial dynamic states) for ``batch`` chains."""
 
+    def finish(self) -> None:
+        """End of a run: hand dynamic states to ``ctx.noise_state`` when the circuit carries one."""
+
     def state_tensors(self) -> list[torch.Tensor]:
         """Dynamic state tensors (snapshotted for divergence replay)."""
         return []
 
     @property
     def active(self) -> bool:
-        return any(getattr(self, h) is not None for h in (
+        return self.weight_device or any(getattr(self, h) is not None for h in (
             "value_transform", "prediction_transform", "error_transform", "weight_static", "weight_dynamic",
             "feedback_static", "pre_step", "value_increment", "error_increment", "state_clip"))
 

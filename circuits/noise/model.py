@@ -18,10 +18,10 @@ from .feedback import FeedbackMismatch
 from .mismatch import Mismatch
 from .presets import PRESETS
 from .units import Flicker, Shot, Thermal
-from .weights import Drift, WeightProgramming, WeightRead
+from .weights import Drift, PulsedUpdate, WeightProgramming, WeightRead
 
 NOISE_SOURCES: dict[str, type[NoiseSource]] = {
-    cls.type: cls for cls in (Thermal, Shot, Flicker, Mismatch, WeightProgramming, WeightRead, Drift,
+    cls.type: cls for cls in (Thermal, Shot, Flicker, Mismatch, WeightProgramming, WeightRead, Drift, PulsedUpdate,
                               Quantisation, Saturation, FeedbackMismatch)
 }
 

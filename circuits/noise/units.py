@@ -26,6 +26,9 @@ class _Thermal(BoundSource):
 
     def _inc_v(self, ref, out, gen):
         torch.randn(self.buf_v.shape, generator=gen, out=self.buf_v)
+        G = getattr(self.ctx, "gain", None)
+        if G is not None:  # the gain G modulates the value unit's time constant (tau / G), noise included
+            self.buf_v.mul_(G.sqrt())
         _add_scaled(out, self.buf_v, self.coef_v)
 
     def _inc_e(self, ref, out, gen):
@@ -88,7 +91,8 @@ class _Shot(BoundSource):
         out.addcmul_(buf, (ref.abs() * var).sqrt_())
 
     def _inc_v(self, ref, out, gen):
-        self._inc(ref, out, gen, self.buf_v, self.var_v)
+        G = getattr(self.ctx, "gain", None)
+        self._inc(ref, out, gen, self.buf_v, self.var_v if G is None else self.var_v * G)
 
     def _inc_e(self, ref, out, gen):
         self._inc(ref, out, gen, self.buf_e, self.var_e)
@@ -199,11 +203,30 @@ class _Flicker(BoundSource):
         self.banks: dict[str, OUBank] = {}
 
     def start(self, batch, gen):
+        """New banks in their stationary law, or -- when the circuit carries a persistent noise state (a
+        trainer's, across presentations) -- the banks where the last run left them, so the slow components
+        are 1/f noise across training rather than a fresh offset per run (chains beyond the stored ones
+        start stationary)."""
         c = self.ctx
         self.banks = {site: OUBank(self.taus, 1.0, (batch, *c.unit_shape(site)), c.dt, c.device, c.dtype)
                       for site in self.sites}
-        for bank in self.banks.values():
+        store = getattr(c, "noise_state", None)
+        for site, bank in self.banks.items():
             bank.reset(gen)
+            saved = store.get(self._key(site)) if store is not None else None
+            if saved is not None and saved.shape[0] == bank.K and saved.shape[2:] == bank.y.shape[2:]:
+                k = min(batch, saved.shape[1])
+                bank.y[:, :k].copy_(saved[:, :k])
+                torch.sum(bank.y, dim=0, out=bank.out)
+
+    def _key(self, site):
+        return f"flicker:{site}:{sorted(self.source.params.items())}"
+
+    def finish(self):
+        store = getattr(self.ctx, "noise_state", None)
+        if store is not None:
+            for site, bank in self.banks.items():
+                store[self._key(site)] = bank.y.detach().clone()
 
     def state_tensors(self):
         return [t for bank in self.banks.values() for t in (bank.y, bank.out)]
@@ -213,7 +236,9 @@ class _Flicker(BoundSource):
             bank.step(gen)
 
     def _inc_v(self, ref, out, gen):
-        _add_scaled(out, self.banks["value"].out, self.coefs["value"])
+        G = getattr(self.ctx, "gain", None)
+        y = self.banks["value"].out
+        _add_scaled(out, y if G is None else y * G, self.coefs["value"])  # a current: scaled like the drift, G s
 
     def _inc_e(self, ref, out, gen):
         _add_scaled(out, self.banks["error"].out, self.coefs["error"])

@@ -1,59 +1,37 @@
-"""Weight devices: programming noise, read noise and conductance drift (aihwkit's PCM model)."""
+"""Weight devices: programming noise, read noise, conductance drift (aihwkit's PCM model) and pulsed updates.
+
+These sources configure the decoder's *analog array* (:class:`circuits.noise.devices.AnalogArray`):
+they hold no draws of their own. The circuit reads its forward weights from the array (programming
+error of the last write, drift since each device's last write at the array's clock), adds read noise
+per matrix-vector product (fresh per chain, per output, per read), and the learning modes write the
+array (``circuits.modes``): once at programming (``deploy``), every batch (``hardware-aware``) or by
+pulses (``in-memory``, the ``pulsed`` source). When each draw is made is documented in
+:mod:`circuits.noise.devices`.
+"""
 from __future__ import annotations
 
 import math
 
-import torch
+from .base import BoundSource, NoiseSource
+from .devices import PulsedDevice, pcm_drift_nu_moments, pcm_programming_std
 
-from .base import BoundSource, NoiseSource, _is_weight
-
-def pcm_programming_std(r: torch.Tensor) -> torch.Tensor:
-    """aihwkit PCMLikeNoiseModel programming noise, relative to g_max, at r = g_T / g_max in [0, 1].
-
-    sigma = sum_k c_k r^k * g_max / 25 with c = [0.26348, 1.9650, -1.1731] uS and g_max = 25 uS,
-    i.e. sigma / g_max = (0.26348 + 1.9650 r - 1.1731 r^2) / 25 (1.05 % at r = 0, 4.2 % at r = 1).
-    """
-    return (0.26348 + 1.9650 * r - 1.1731 * r * r) / 25.0
+__all__ = ["WeightProgramming", "WeightRead", "Drift", "PulsedUpdate", "pcm_programming_std", "pcm_drift_nu_moments"]
 
 
-def pcm_drift_nu_moments(r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """aihwkit PCM drift exponent moments at r = g / g_max (clamped to >= 1e-6):
-    mu_nu = clip(-0.0155 ln r + 0.0244, 0.049, 0.1), sigma_nu = clip(-0.0125 ln r - 0.0059, 0.008, 0.045)."""
-    lr = torch.log(r.clamp(min=1e-6))
-    mu = (-0.0155 * lr + 0.0244).clamp(0.049, 0.1)
-    sd = (-0.0125 * lr - 0.0059).clamp(0.008, 0.045)
-    return mu, sd
+class _WeightDevice(BoundSource):
+    """A weight-device source bound to a circuit: served by the circuit's array (no hooks of its own)."""
 
-
-class _WeightProgramming(BoundSource):
-    def __init__(self, source, ctx):
-        super().__init__(source, ctx)
-        p = source.params
-        for name, w in ctx.weights.items():
-            if not _is_weight(name, w, p["include_bias"]):
-                continue
-            w = w.detach()
-            wmax = w.abs().max().clamp(min=1e-30)
-            if p["model"] == "pcm":
-                sigma = pcm_programming_std(w.abs() / wmax) * wmax
-            else:
-                sigma = p["std"] * wmax
-            self.frozen[name] = sigma * ctx.frozen_randn(w.shape)
-        if self.frozen:
-            self.weight_static = self._apply
-
-    def _apply(self, name, w):
-        delta = self.frozen.get(name)
-        return w if delta is None else w + delta
+    weight_device = True
 
 
 class WeightProgramming(NoiseSource):
-    """Frozen weight programming noise, relative to the largest |weight| of each tensor.
+    """Weight programming noise, drawn at every write of the array, relative to the largest |weight| of each tensor.
 
-    w' = w + sigma(|w| / w_max) w_max xi, drawn once per circuit. ``model="pcm"`` (default) uses
-    aihwkit's PCMLikeNoiseModel programming polynomial (:func:`pcm_programming_std`: 1-4 % of w_max);
-    ``model="constant"`` uses sigma = ``std`` (0.0175) for every weight. ``include_bias`` (False):
-    also perturb 1-d parameters. Weights are decoder parameters with >= 2 dimensions.
+    w' = w + sigma(|w| / w_max) w_max xi. ``model="pcm"`` (default) uses aihwkit's PCMLikeNoiseModel
+    programming polynomial (:func:`pcm_programming_std`: 1-4 % of w_max); ``model="constant"`` uses
+    sigma = ``std`` (0.0175) for every weight. ``include_bias`` (False): also 1-d parameters. A stand-alone
+    circuit programs its array once at construction from ``config.seed`` (one draw per circuit); the
+    learning modes program per deployment, per batch, or only at the first write (``circuits.modes``).
 
     Sources: IBM aihwkit ``PCMLikeNoiseModel`` (c = [0.26348, 1.9650, -1.1731] uS, g_max = 25 uS);
     Sandia CrossSim treats programming error as frozen and read noise as fresh, the same split as here.
@@ -67,37 +45,19 @@ class WeightProgramming(NoiseSource):
     def bind(self, ctx):
         if self.params["model"] == "constant" and self.params["std"] == 0:
             return None
-        b = _WeightProgramming(self, ctx)
-        return b if b.active else None
-
-
-class _WeightRead(BoundSource):
-    def __init__(self, source, ctx):
-        super().__init__(source, ctx)
-        p = source.params
-        self.sigma = {}
-        for name, w in ctx.weights.items():
-            if _is_weight(name, w, p["include_bias"]):
-                self.sigma[name] = float(p["std"] * w.detach().abs().max())
-        if self.sigma:
-            self.weight_dynamic = self._apply
-
-    def _apply(self, name, w, t, gen):
-        s = self.sigma.get(name)
-        if s is None:
-            return w
-        return w + s * torch.randn(w.shape, generator=gen, device=w.device, dtype=w.dtype)
+        return _WeightDevice(self, ctx)
 
 
 class WeightRead(NoiseSource):
-    """Weight read noise, fresh at every step: w' = w + std * w_max * xi.
+    """Weight read noise, fresh per matrix-vector product: y_i = sum_j (w_ij + std w_max xi_ij) x_j.
 
-    ``std`` (0.0175) is relative to the largest |weight| of each tensor at circuit construction.
-    One draw per step is shared by the B chains of the batch (the same physical array read once per
-    step for the whole batch); ``include_bias`` (False).
+    In law y_i = (W x)_i + std w_max ||x|| xi_i, drawn per output, per chain and per read (for a
+    convolution ||x|| is the norm of the input patch of each output). ``std`` (0.0175) is relative to
+    the largest |weight| of each tensor at its last programming. Read noise acts on the forward
+    (prediction) reads; the feedback read J^T eps is not perturbed by it.
 
     Source: aihwkit ``IOParameters`` weight noise per matrix-vector product, w_noise = sigma_w ~ 0.0175
-    (y_i += sigma_w ||x|| xi, which is the same law per product as independent weight perturbations).
+    (y_i += sigma_w ||x|| xi).
     """
 
     type = "weight_read"
@@ -108,50 +68,17 @@ class WeightRead(NoiseSource):
     def bind(self, ctx):
         if self.params["std"] == 0:
             return None
-        b = _WeightRead(self, ctx)
-        return b if b.active else None
-
-
-class _Drift(BoundSource):
-    def __init__(self, source, ctx):
-        super().__init__(source, ctx)
-        p = source.params
-        for name, w in ctx.weights.items():
-            if not _is_weight(name, w, p["include_bias"]):
-                continue
-            w = w.detach()
-            if p["nu"] == "pcm":
-                wmax = w.abs().max().clamp(min=1e-30)
-                mu, sd = pcm_drift_nu_moments(w.abs() / wmax)
-                nu = (mu + sd * ctx.frozen_randn(w.shape)).abs()
-            else:
-                nu = (float(p["nu"]) + p["nu_std"] * ctx.frozen_randn(w.shape)).abs()
-            self.frozen[name] = nu
-        if self.frozen:
-            self.weight_dynamic = self._apply
-
-    def factor(self, name: str, t: float) -> torch.Tensor:
-        """g(t) / g_prog = ((t + t_start + t0) / t0)^(-nu) (divided by its mean with ``compensate``)."""
-        p = self.source.params
-        nu = self.frozen[name]
-        f = torch.exp(-nu * math.log((t + p["t_start"] + p["t0"]) / p["t0"]))
-        if p["compensate"]:
-            f = f / f.mean()
-        return f
-
-    def _apply(self, name, w, t, gen):
-        if name not in self.frozen:
-            return w
-        return w * self.factor(name, t)
+        return _WeightDevice(self, ctx)
 
 
 class Drift(NoiseSource):
-    """Conductance drift: w(t) = w_prog ((t + t_start + t0) / t0)^(-nu), nu frozen per weight.
+    """Conductance drift: w(t) = w_written ((t - t_write + t0) / t0)^(-nu), nu frozen per device.
 
-    Parameters: ``t0`` (20 s), ``t_start`` (0 s: time since programming when the simulation starts;
-    the ``analog`` preset uses 3600 s), ``nu`` ("pcm": nu ~ |N(mu_nu, sigma_nu)| from aihwkit's
-    formulas in |w| / w_max, :func:`pcm_drift_nu_moments`; or a number), ``nu_std`` (0.0: spread of a
-    numeric nu), ``compensate`` (False: divide by the mean factor, aihwkit's global drift
+    t - t_write is the time since each device's last write on the array's clock. Parameters: ``t0``
+    (20 s), ``t_start`` (0 s: the array's clock when a stand-alone circuit starts, i.e. the time since
+    programming; the ``analog`` preset uses 3600 s), ``nu`` ("pcm": nu ~ |N(mu_nu, sigma_nu)| from
+    aihwkit's formulas in |w| / w_max, :func:`pcm_drift_nu_moments`; or a number), ``nu_std`` (0.0:
+    spread of a numeric nu), ``compensate`` (False: divide by the mean factor, aihwkit's global drift
     compensation), ``include_bias`` (False).
 
     Source: IBM aihwkit PCM drift model (t0 = 20 s).
@@ -169,6 +96,35 @@ class Drift(NoiseSource):
             raise ValueError(f"noise source 'drift': nu must be 'pcm' or a non-negative number, got {nu!r}")
 
     def bind(self, ctx):
-        b = _Drift(self, ctx)
-        return b if b.active else None
+        return _WeightDevice(self, ctx)
 
+
+class PulsedUpdate(NoiseSource):
+    """Pulsed writes of in-memory learning (aihwkit ``ConstantStepDevice`` / ``SoftBoundsDevice``).
+
+    Parameters (defaults: aihwkit's ``PulsedDevice`` and ``UpdateParameters.desired_bl``): ``kind``
+    ("constant_step" | "soft_bounds"), ``dw_min`` (0.001), ``dw_min_dtod`` (0.3), ``dw_min_std`` (0.3),
+    ``up_down`` (0.0), ``w_max`` / ``w_min`` (0.6 / -0.6, device units), ``init_fraction`` (0.5: the
+    initial max |w| maps to this fraction of w_max), ``max_pulses`` (31; None = unbounded), ``rounding``
+    ("stochastic" | "deterministic"), ``include_bias`` (False). The arithmetic is
+    :func:`circuits.noise.devices.apply_pulses`. It acts only on writes: learning mode ``in-memory``.
+    """
+
+    type = "pulsed"
+    defaults = {"kind": "constant_step", "dw_min": 0.001, "dw_min_dtod": 0.3, "dw_min_std": 0.3, "up_down": 0.0,
+                "w_max": 0.6, "w_min": -0.6, "init_fraction": 0.5, "max_pulses": 31, "rounding": "stochastic",
+                "include_bias": False}
+    choices = {"include_bias": (True, False)}
+
+    def _validate(self):
+        self.device()
+
+    def device(self) -> PulsedDevice:
+        p = {k: v for k, v in self.params.items() if k != "include_bias"}
+        try:
+            return PulsedDevice(**p).validate()
+        except ValueError as err:
+            raise ValueError(f"noise source 'pulsed': {str(err).removeprefix('pulsed device: ')}") from None
+
+    def bind(self, ctx):
+        return _WeightDevice(self, ctx)
