@@ -13,6 +13,7 @@ from neuro_lpc.langevin import DEFAULT_MAX_GAIN
 from neuro_lpc.preconditioning import linear_gaussian_problem, preconditioner_bias
 
 F64 = torch.float64
+pytestmark = pytest.mark.usefixtures("single_thread")   # many tiny steps (tests/conftest.py)
 
 
 def closed_form(model, x1):
@@ -135,3 +136,52 @@ def test_gain_cap_stops_the_explosion_of_a_chain_started_at_the_mode():
     first_step_bound = 6 * math.sqrt(2 * gamma * DEFAULT_MAX_GAIN)     # 6 std of the capped first step
     assert (tame.z_trace - mu).abs().max() < first_step_bound
     assert (((tame.z - mu) / sd) ** 2).mean() < 3                       # back in the typical set
+
+
+# -------------------------------------------------------------- "frozen": invariant for ULA's law ----
+
+def test_frozen_chain_settles_at_the_ula_lyapunov_law_of_the_gain_it_froze():
+    """After the warm-up chain b is ULA with its own fixed diagonal G_b, whose stationary law is N(mu, C_b),
+    C_b = F C_b F^T + 2 gamma G_b, F = I - gamma G_b P (circuits.analysis.ula_stationary).  Whitening each
+    chain's final state with its own C_b must give N(0, I) across chains; whitening with the exact
+    posterior must not (the step bias at this gamma is many standard errors: the test has power)."""
+    model, x1 = linear_gaussian_problem(3, kappa=10.0, seed=4)
+    mean, cov, P = closed_form(model, x1)
+    mu = torch.as_tensor(mean)
+    N, gamma, beta, warm, T = 4000, 0.15, 0.9, 50, 3000
+    z0 = mu + start(model, N, 8) @ torch.linalg.cholesky(torch.as_tensor(cov)).T   # exact posterior draws
+    res = LangevinSampler(gamma, T, precondition=beta, preconditioner="frozen", warmup=warm).sample(
+        model, x1.expand(N, -1), z0, generator=torch.Generator().manual_seed(9))
+    G = res.gain.numpy()
+    # the premise: every chain forgot its warm-up state.  The slowest mode of chain b contracts by
+    # (1 - rate_b) per step, rate_b the smallest eigenvalue of gamma G_b P; some chains froze a small G
+    # (their warm-up met large scores), hence the long chain: the residual is below e^-(2 * 10)
+    rates = [np.min(np.linalg.eigvals(gamma * g[:, None] * P).real) for g in G]
+    assert min(rates) * (T - warm) > 10
+    dev = (res.z - mu).numpy()
+    chol = np.stack([np.linalg.cholesky(ula_stationary(P, mean, gamma, G=g)[1]) for g in G])
+    w = np.linalg.solve(chol, dev[:, :, None])[:, :, 0]                      # (N, d), N(0, I) if right
+    d = w.shape[1]
+    assert np.all(np.abs(w.mean(0)) < 5 / math.sqrt(N))
+    emp = w.T @ w / N                                                       # known mean 0
+    se = np.sqrt((1 + np.eye(d)) / N)                                       # sd of the entries of a Wishart / N
+    assert np.all(np.abs(emp - np.eye(d)) < 5 * se), emp
+    w_post = np.linalg.solve(np.linalg.cholesky(cov), dev.T).T              # the exact posterior instead
+    assert np.max(np.abs(w_post.T @ w_post / N - np.eye(d)) / se) > 10
+
+
+# ----------------------------------------------------------------------- the measured bias ----
+
+def test_bias_measurement_of_frozen_matches_its_closed_form():
+    """For "frozen" the measured variance ratio is the fixed-gain closed form (within Monte Carlo error)."""
+    r = preconditioner_bias(0.9, 0.1, preconditioner="frozen", chains=300, seed=1)
+    assert r["diverged"] is None and r["unstable_fraction"] == 0
+    assert abs(r["variance_ratio"] - r["fixed_gain_ratio"]) < 5 * r["se"], r
+    assert r["per_direction"].shape == (4,) and np.all(np.diff(r["eigenvalues"]) > 0)
+
+
+def test_bias_measurement_detects_the_adaptive_bias_of_algorithm_1():
+    """Algorithm 1 with beta = 0.25 (G from ~one score) is far from its own fixed-gain law: the bias of
+    adapting G, not of the step (which the fixed-gain closed form carries)."""
+    r = preconditioner_bias(0.25, 0.1, chains=300, seed=2)
+    assert r["variance_ratio"] - r["fixed_gain_ratio"] > 20 * r["se"], r
