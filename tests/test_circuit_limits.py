@@ -78,6 +78,55 @@ def test_adiabatic_preconditioned_circuit_is_algorithm_1(kind, beta):
     torch.testing.assert_close(traj.extras["gain"][-1], 1 / (m_hat.sqrt() + 1e-8), rtol=1e-12, atol=0)
 
 
+@pytest.mark.parametrize("beta", [0.25, 0.9])
+@pytest.mark.parametrize("kind", ["linear", "mlp", "conv"])
+def test_adiabatic_frozen_circuit_is_the_frozen_sampler(kind, beta):
+    """preconditioner="frozen": the gain units adapt for precondition_warmup = 20 dt (Algorithm 1, as above),
+    then hold G, so the EM chain is LangevinSampler(precondition=beta, preconditioner="frozen", warmup=20)
+    -- ULA with the fixed G it froze -- with the same draws; the recorded gain is that G from step 20 on."""
+    model, x, z0 = discrete_case(kind)
+    gamma, tau_z, steps, warm = 0.02, 0.01, 60, 20
+    ref = LangevinSampler(step_size=gamma, steps=steps, precondition=beta, preconditioner="frozen", warmup=warm).sample(
+        model, x, z0, record_every=5, generator=torch.Generator().manual_seed(42))
+    cfg = CircuitConfig(dt=gamma * tau_z, tau_z=tau_z, tau_e=0.0, precondition=beta, preconditioner="frozen",
+                        precondition_warmup=warm * gamma * tau_z)
+    assert cfg.warmup_steps() == warm
+    circuit = Circuit(model, cfg)
+    traj = circuit.simulate(x, z0, steps=steps, record_every=5, generator=torch.Generator().manual_seed(42))
+    torch.testing.assert_close(traj.z, ref.z_trace, rtol=0, atol=1e-11)
+    torch.testing.assert_close(traj.log_joint, ref.log_joint_trace, rtol=1e-12, atol=1e-9)
+    gains = traj.extras["gain"]                                # records at steps 5, 10, ..., 60
+    torch.testing.assert_close(gains[-1], ref.gain, rtol=1e-12, atol=0)
+    assert all(torch.equal(gains[r], gains[-1]) for r in range(warm // 5 - 1, len(gains)))
+    assert not torch.equal(gains[0], gains[-1])                # it did adapt during the warm-up
+    # the gain units stopped at the warm-up: m is Algorithm 1's m after 20 steps
+    adapt = Circuit(model, CircuitConfig(dt=gamma * tau_z, tau_z=tau_z, tau_e=0.0, precondition=beta))
+    adapt.simulate(x, z0, steps=warm, record_every=5, generator=torch.Generator().manual_seed(42))
+    torch.testing.assert_close(circuit.state["m"], adapt.state["m"], rtol=0, atol=0)
+
+
+def test_circuit_gain_cap_and_frozen_options_are_validated():
+    model, x1 = linear_model(3, 8, 0.5, seed=13)
+    x, z0 = x1.expand(4, -1), torch.zeros(4, 3, dtype=F64)   # z = 0 is not a stationary point here
+    free = Circuit(model, CircuitConfig(dt=1e-4, tau_z=1e-2, tau_e=0.0, precondition=0.9, precondition_max_gain=None))
+    capped = Circuit(model, CircuitConfig(dt=1e-4, tau_z=1e-2, tau_e=0.0, precondition=0.9))
+    a = free.simulate(x, z0, steps=50, record_every=1, generator=torch.Generator().manual_seed(1))
+    b = capped.simulate(x, z0, steps=50, record_every=1, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(a.z, b.z)                                # inactive in a normal run
+    tight = Circuit(model, CircuitConfig(dt=1e-4, tau_z=1e-2, tau_e=0.0, precondition=0.9, precondition_max_gain=0.05))
+    g = tight.simulate(x, z0, steps=50, record_every=1, generator=torch.Generator().manual_seed(1)).extras["gain"]
+    assert g.max() == 0.05 and b.extras["gain"].max() > 0.05    # the cap is the gain units' saturation
+    for bad, msg in (({"preconditioner": "lazy", "precondition": 0.9}, "preconditioner must be one of"),
+                     ({"preconditioner": "frozen"}, "needs gain units"),
+                     ({"precondition": 0.9, "precondition_warmup": 1e-3}, "applies only"),
+                     ({"precondition": 0.9, "preconditioner": "frozen", "precondition_warmup": -1.0}, "positive"),
+                     ({"precondition": 0.9, "precondition_max_gain": 0.0}, "positive")):
+        with pytest.raises(ValueError, match=msg):
+            CircuitConfig(dt=1e-4, **bad).validate()
+    assert CircuitConfig(dt=1e-4, precondition=0.9, preconditioner="frozen").warmup_steps() == 100
+    assert CircuitConfig(dt=1e-4, precondition=0.9).warmup_steps() is None
+
+
 def test_preconditioned_decoder_gradients_equal_algorithm_1():
     """accumulate_grad with precondition = beta: the same grad_theta sums as LangevinSampler(precondition=beta)."""
     model = conv_model(4, seed=5, learn_sigma=True)
