@@ -37,6 +37,12 @@ _CIRCUIT_FLAGS = {
     "timescales": (str, "time-constant model: uniform | heterogeneous | mismatch | adiabatic"),
     "tau_theta": (float, "weight time constant of the online rule in seconds (>> tau_z; inf = no online movement)"),
     "check_every": (int, "steps between NaN/inf checks of the circuit"),
+    "learning": (str, "how the decoder's weights live on the analog array: deploy | hardware-aware (default) | "
+                      "in-memory (circuits.modes; matters with weight-device noise sources)"),
+    "deploy_time": (float, "seconds since programming (in-memory: since the last write) at which the trained "
+                           "weights are scored on the array (default: the drift source's t_start)"),
+    "seconds_per_batch": (float, "in-memory learning: device-clock seconds per batch (default: the presentation's "
+                                 "duration)"),
 }
 
 

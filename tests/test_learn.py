@@ -264,9 +264,20 @@ def test_cli_trains_and_writes_a_rerunnable_config(tmp_path, capsys):
     (["--resume"], "no checkpoint"),
     (["--config", "/nonexistent/config.json"], "not found"),
     (["--warm-start", "symmetric"], "objective"),
+    (["--learning", "on-chip"], "unknown learning mode"),
+    (["--learning", "hardware-aware", "--noise-config", "PULSED"], "in-memory writes only"),
+    (["--learning", "in-memory", "--noise-config", "BAD_DEVICE"], "dw_min"),
+    (["--deploy-time", "-5"], "deploy_time"),
 ])
 def test_cli_reports_bad_input_before_work(tmp_path, capsys, args, match):
     out = tmp_path / "bad"
+    files = {"PULSED": {"preset": "analog", "sources": [{"type": "pulsed"}]},
+             "BAD_DEVICE": {"preset": "analog", "sources": [{"type": "pulsed", "dw_min": 0.0}]}}
+    for i, a in enumerate(args):
+        if a in files:
+            path = tmp_path / f"{a.lower()}.json"
+            path.write_text(json.dumps(files[a]))
+            args = [*args[:i], str(path), *args[i + 1:]]
     assert train_main(["--out", str(out), "--quiet", "--sample-grid", "0", *args]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and len(err.splitlines()) == 1 and match in err.lower(), err

@@ -306,3 +306,22 @@ def test_a_decoder_without_weight_matrices_is_refused_by_the_array_modes():
     with pytest.raises(ValueError, match="no weight matrices"):
         CircuitTrainer(model, enc, train_cfg("analog", learning="in-memory"))
     CircuitTrainer(copy.deepcopy(model), copy.deepcopy(enc), train_cfg("thermal"))  # no array needed: fine
+
+
+def test_in_memory_resume_restores_the_array_bit_for_bit(animal, tmp_path):
+    train, _, _ = animal
+    cfg = train_cfg("analog", learning="in-memory", max_batches_per_epoch=2, epochs=2)
+    m1, e1 = tiny_model()
+    whole = CircuitTrainer(m1, e1, cfg, out_dir=tmp_path / "whole")
+    whole.fit(train, progress=False)
+    m2, e2 = tiny_model()
+    CircuitTrainer(m2, e2, cfg, out_dir=tmp_path / "split").fit(train, epochs=1, progress=False)
+    m3, e3 = tiny_model(seed=9)                        # other initial weights: everything must come from the checkpoint
+    again = CircuitTrainer(m3, e3, cfg, out_dir=tmp_path / "split")
+    again.fit(train, resume=True, progress=False)
+    for n in whole.array.names:
+        assert torch.equal(again.array.stored[n], whole.array.stored[n])
+        assert torch.equal(again.array.t_write[n], whole.array.t_write[n])
+    assert again.array.clock == whole.array.clock
+    for (n, a), (_, b) in zip(m1.named_parameters(), m3.named_parameters()):
+        assert torch.equal(a, b), n

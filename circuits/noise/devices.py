@@ -429,11 +429,13 @@ class AnalogArray:
     # ------------------------------------------------------------------------------ persistence
     def state_dict(self) -> dict:
         return {"clock": self.clock, "writes": self.writes, "stored": dict(self.stored), "t_write": dict(self.t_write),
-                "nu": dict(self.nu), "w_max": dict(self.w_max)}
+                "nu": dict(self.nu), "w_max": dict(self.w_max), "scale": dict(self.scale),
+                "step_up": dict(self.step_up), "step_down": dict(self.step_down)}
 
     def load_state_dict(self, sd: dict) -> None:
         self.clock, self.writes = float(sd["clock"]), int(sd["writes"])
-        for key in ("stored", "t_write", "nu"):
-            for n, t in sd[key].items():
+        for key in ("stored", "t_write", "nu", "step_up", "step_down"):
+            for n, t in sd.get(key, {}).items():
                 getattr(self, key)[n] = t.clone()
         self.w_max.update({n: float(v) for n, v in sd["w_max"].items()})
+        self.scale.update({n: float(v) for n, v in sd.get("scale", {}).items()})
