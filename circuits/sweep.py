@@ -6,8 +6,14 @@ Sweeps (all on one trained model, from --model or trained once and cached in the
   * ``step``        — Langevin step size, with and without preconditioning (paper Fig. 4), discrete LPC;
                       ``--train`` also trains a short model per setting and reports its sample FD (Fig. 4 proper);
   * ``tau``         — error-unit time constant tau_e (0 = adiabatic) relative to the EM step;
-  * ``sources``     — attribution of the ``analog`` preset: the circuit with each of its sources alone
-                      (on top of the intrinsic T = 1 noise), then all together.
+  * ``sources``     — attribution of the ``analog`` preset for *inference*: the circuit with each of its
+                      sources alone (on top of the intrinsic T = 1 noise), then all together;
+  * ``learning-sources`` — the same attribution for *learning*: a short circuit training per source
+                      (learning mode ``--learning``, default hardware-aware), scored by its final loss, how far
+                      the decoder moved, the samples' pixel spread and FD, on the weights as they sit on the device;
+  * ``deploy-time`` — deploy the discrete-LPC model on the array (programming / drift / read noise alone, the
+                      three together, the whole ``analog`` preset) and score posterior and samples as the time
+                      since programming grows (1 s ... 1 month, ``circuits.modes.TIME_POINTS``).
 Each row holds the setting, the posterior diagnostics of ``circuits.study.posterior_summary``
 (log p(x, z), reconstruction error, ESS per unit time, ...), ``diverged`` and wall time.
 """
@@ -26,7 +32,8 @@ from neuro_lpc.errors import DivergenceError
 
 from .study import StudyConfig, _fit_cached, _train_config, posterior_summary
 
-SWEEPS = ("temperature", "noise", "step", "tau", "sources")
+SWEEPS = ("temperature", "noise", "step", "tau", "sources", "learning-sources", "deploy-time")
+DEPLOY_SUBSETS = ("weight_programming", "drift", "weight_read", "weights", "analog")
 
 
 @dataclass
@@ -43,6 +50,9 @@ class SweepConfig:
     record_every: int = 2
     step_size: float = 3e-4
     tau_z: float = 10e-3
+    learning: str = "hardware-aware"
+    train_batches: int = 60
+    n_samples: int = 500
 
     def values(self, sweep: str) -> list:
         q = self.quick
@@ -52,7 +62,20 @@ class SweepConfig:
             "step": [1e-4, 1e-3, 1e-1] if q else [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1],
             "tau": [0.0, 1.0, 4.0] if q else [0.0, 1.0, 2.0, 4.0, 10.0, 30.0],
             "sources": list(range(len(_analog_sources()) + 1)),
+            "learning-sources": list(range(-1, len(_analog_sources()) + 1)),
+            "deploy-time": [(s, t) for s in DEPLOY_SUBSETS for t in _time_points(q)],
         }[sweep]
+
+
+def _time_points(quick: bool) -> list:
+    from .modes import TIME_POINTS
+
+    items = list(TIME_POINTS.items())
+    return [items[0], items[-1]] if quick else items
+
+
+def _source_label(src: dict) -> str:
+    return src["type"] + (f"/{src['site']}" if "site" in src else "")
 
 
 def _analog_sources() -> list[dict]:
@@ -83,6 +106,8 @@ def _run_one(kind, value, model, x, z0, cfg: SweepConfig, device):
 
     gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
     t0 = time.perf_counter()
+    if kind == "deploy":
+        return _deploy_one(value, model, x, z0, cfg, device, gen, t0)
     if kind == "discrete":
         gamma, beta = value
         res = LangevinSampler(step_size=gamma, steps=cfg.steps, precondition=beta).sample(
@@ -116,6 +141,18 @@ def settings(sweep: str, cfg: SweepConfig):
             yield {"index": v, "source": label}, "circuit", {"noise": noise, "tau_e": 0.0}
         elif sweep == "tau":
             yield {"tau_e_over_dt": v, "tau_e": v * dt}, "circuit", {"noise": "ideal", "tau_e": v * dt}
+        elif sweep == "learning-sources":
+            srcs = _analog_sources()
+            if v < 0:
+                label, noise = "none (ideal)", "ideal"
+            elif v < len(srcs):
+                label, noise = _source_label(srcs[v]), {"temperature": 1.0, "sources": [srcs[v]]}
+            else:
+                label, noise = "all (analog preset)", "analog"
+            yield {"index": v, "source": label, "learning": cfg.learning}, "learn", noise
+        elif sweep == "deploy-time":
+            subset, (tlabel, t) = v
+            yield {"devices": subset, "time": tlabel, "t_seconds": t}, "deploy", (subset, t)
 
 
 def run_sweeps(cfg: SweepConfig, log=print) -> dict[str, Path]:
@@ -148,7 +185,12 @@ def run_sweeps(cfg: SweepConfig, log=print) -> dict[str, Path]:
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", RuntimeWarning)
-                    row.update(_run_one(kind, value, model, x, z0, cfg, device), diverged=False)
+                    if kind == "learn":
+                        row.update(_learn_one(value, cfg, out, device), diverged=False)
+                    else:
+                        row.update(_run_one(kind, value, model, x, z0, cfg, device), diverged=False)
+                    if kind in ("learn", "deploy"):
+                        row.update(_score_samples(row.pop("_sampler"), cfg, out, device))
             except DivergenceError as e:
                 row.update(diverged=True, error=str(e).splitlines()[0])
             if sweep == "step" and cfg.train:
@@ -163,14 +205,87 @@ def run_sweeps(cfg: SweepConfig, log=print) -> dict[str, Path]:
         path.with_suffix(".csv.tmp").replace(path)
         ok = [r for r in rows if not r.get("diverged")]
         x_key = {"temperature": "temperature", "noise": "thermal_std", "step": "step_size", "tau": "tau_e_over_dt",
-                 "sources": "index"}[sweep]
+                 "sources": "index", "learning-sources": "index", "deploy-time": "t_seconds"}[sweep]
         y_keys = ["log_joint_mean", "recon_mse", "ess_per_unit_time"] + (["fd"] if sweep == "step" and cfg.train else [])
-        if ok:
+        if sweep == "learning-sources":
+            y_keys = ["final_loss_per_dim", "decoder_change", "pixel_std", "fd"]
+        elif sweep == "deploy-time":
+            y_keys = ["log_joint_mean", "recon_mse", "pixel_std", "fd"]
+        if ok and sweep == "deploy-time":
+            plots.plot_sweep(ok, x_key, y_keys, out / f"sweep_{sweep}.png", group_key="devices", logx=True)
+        elif ok and sweep == "learning-sources":
+            plots.plot_sweep(ok, x_key, y_keys, out / f"sweep_{sweep}.png", xticklabels=[r["source"] for r in ok])
+        elif ok:
             plots.plot_sweep(ok, x_key, y_keys, out / f"sweep_{sweep}.png",
                              group_key="precondition" if sweep == "step" else None, logx=sweep == "step",
                              xticklabels=[r["source"] for r in ok] if sweep == "sources" else None)
         files[sweep] = path
     return files
+
+
+def _deploy_one(value, model, x, z0, cfg: SweepConfig, device, gen, t0) -> dict:
+    """The discrete-LPC model programmed once onto the array (a subset of the analog preset's weight devices, or
+    the whole preset), ``t`` seconds after programming: the circuit's posterior on the device, and a sampler
+    of the deployed model (scored by ``_score_samples``)."""
+    from .circuit import Circuit, CircuitConfig
+    from .modes import deployed_model, program_array, split_weight_sources
+    from .noise import NoiseModel
+
+    subset, t = value
+    analog = NoiseModel.preset("analog")
+    dev, _ = split_weight_sources(analog)
+    if subset == "analog":
+        noise = analog
+    else:
+        keep = [s.to_dict() for s in dev if subset == "weights" or s.type == subset]
+        noise = NoiseModel(keep, temperature=1.0)
+    array = program_array(model, noise, cfg.seed, t_since_programming=t)
+    ccfg = CircuitConfig(dt=cfg.step_size * cfg.tau_z, tau_z=cfg.tau_z, seed=cfg.seed, noise=noise, tau_e=0.0)
+    traj = Circuit(model, ccfg, array=array).simulate(x, z0, steps=cfg.steps, record_every=cfg.record_every,
+                                                      generator=gen)
+    row = posterior_summary(traj.z, traj.log_joint, traj.t, x, model, time.perf_counter() - t0)
+    dep = deployed_model(model, array, torch.Generator(device=device).manual_seed(cfg.seed + 5))
+    row["_sampler"] = dep
+    return row
+
+
+def _learn_one(noise, cfg: SweepConfig, out: Path, device) -> dict:
+    """A short circuit training under ``noise`` (learning mode ``cfg.learning``) from the same initial weights."""
+    from neuro_lpc.data import load_dataset
+    from neuro_lpc.train import build_model
+
+    from .learn import CircuitTrainConfig, CircuitTrainer
+
+    st = StudyConfig(quick=cfg.quick, seed=cfg.seed, device=cfg.device).apply_quick()
+    train, _, info = load_dataset(st.dataset)
+    tc = _train_config(st, "lpc")
+    ctc = CircuitTrainConfig(**{**tc.to_dict(), "method": "circuit", "max_batches_per_epoch": cfg.train_batches,
+                                "epochs": 1}, dt=st.step_size * st.tau_z, tau_z=st.tau_z, tau_e=0.0,
+                             noise=noise, presentation_steps=st.langevin_steps, learning=cfg.learning)
+    torch.manual_seed(cfg.seed)
+    m, e = build_model(tc, info.image_size, info.channels)
+    before = {n: p.detach().clone() for n, p in m.decoder.named_parameters()}
+    trainer = CircuitTrainer(m, e, ctc)
+    t0 = time.perf_counter()
+    hist = trainer.fit(train, progress=False)
+    change = max(float((p.detach() - before[n]).norm() / before[n].norm().clamp(min=1e-12))
+                 for n, p in m.decoder.named_parameters() if p.dim() >= 2)
+    last = hist[-5:]
+    dep = trainer.deployed(generator=torch.Generator(device=device).manual_seed(cfg.seed + 5))
+    return {"final_loss_per_dim": sum(r["loss_per_dim"] for r in last) / len(last), "decoder_change": change,
+            "train_wall_s": time.perf_counter() - t0, "_sampler": dep}
+
+
+def _score_samples(model, cfg: SweepConfig, out: Path, device) -> dict:
+    """Pixel spread across samples and the small-classifier FD of ``cfg.n_samples`` samples of ``model``."""
+    from neuro_lpc.metrics import evaluate_samples
+
+    n = min(cfg.n_samples, 200) if cfg.quick else cfg.n_samples
+    with torch.no_grad():
+        imgs = model.sample(n, generator=torch.Generator(device=device).manual_seed(cfg.seed)).cpu()
+    res = evaluate_samples(imgs, "animal-mnist", feature="classifier", cache_dir=out.resolve().parent / ".cache",
+                           n_real=n, split="test")
+    return {"pixel_std": float(imgs.reshape(n, -1).std(0).mean()), "fd": res["fd"], "coverage": res["coverage"]}
 
 
 def _train_and_score(cfg: SweepConfig, value, out: Path, device) -> dict:
@@ -208,8 +323,20 @@ def main(argv=None) -> int:
     p.add_argument("--train", action="store_true", help="step sweep: also train a short model per setting and report its FD")
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--learning", default="hardware-aware", help="learning-sources sweep: deploy | hardware-aware | in-memory")
+    p.add_argument("--train-batches", type=int, default=60, help="learning-sources sweep: batches per training")
     a = p.parse_args(argv)
-    cfg = SweepConfig(sweeps=tuple(a.sweep), out=a.out, model=a.model, quick=a.quick, train=a.train, device=a.device, seed=a.seed)
+    cfg = SweepConfig(sweeps=tuple(a.sweep), out=a.out, model=a.model, quick=a.quick, train=a.train, device=a.device,
+                      seed=a.seed, learning=a.learning, train_batches=a.train_batches)
+    try:
+        from .modes import check_learning_mode
+
+        check_learning_mode(cfg.learning)
+        if cfg.train_batches < 1:
+            raise ValueError(f"--train-batches must be a positive integer, got {cfg.train_batches}")
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     try:
         files = run_sweeps(cfg, log=lambda s: print(s, flush=True))
     except (ValueError, FileNotFoundError, PermissionError) as e:
