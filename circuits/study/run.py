@@ -35,6 +35,18 @@ class Stages(dict):
             self[name] = self.get(name, 0.0) + time.perf_counter() - t0
 
 
+@contextmanager
+def torch_threads(n: int | None):
+    """torch intra-op threads set to n inside the block (None: unchanged)."""
+    before = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def default_out(cfg: StudyConfig) -> str:
     return str(Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{noise_label(cfg)}")
 
@@ -64,7 +76,7 @@ def run_study(cfg: StudyConfig, log=print, methods=None) -> dict:
 
 
 def _run(cfg: StudyConfig, out: Path, noise, log, methods) -> dict:
-    from neuro_lpc.data import dataset_tensor, load_dataset
+    from neuro_lpc.data import load_dataset
 
     from .. import plots
 
@@ -77,44 +89,9 @@ def _run(cfg: StudyConfig, out: Path, noise, log, methods) -> dict:
     ctx = StudyContext(cfg, device, noise, out, out / "models", train_set, test_set, info, log)
     parts = {m.name: {"errors": {}} for m in methods}
 
-    # 1. training ------------------------------------------------------------------------------------
-    for i, m in enumerate(methods, 1):
-        if m.name in cfg.skip:
-            parts[m.name]["not_run"] = "skipped (--skip)"
-            continue
-        log(f"[train {i}/{len(methods)}] {m.label}")
-        with stages.time(f"train: {m.name}"):
-            try:
-                ctx.trained[m.name] = m.train(ctx)
-            except NotRun as e:
-                parts[m.name]["not_run"] = str(e)
-                log(f"      not run: {e}")
-            except DivergenceError as e:
-                if m.required:
-                    raise
-                parts[m.name]["errors"]["training"] = str(e)   # a finding, not a crash: the other rows still run
-                log(f"      {m.label} training diverged: {str(e).splitlines()[0]}")
-    for tr in ctx.trained.values():
-        tr.model.eval(), tr.encoder.eval()
-    ref = ctx.trained["discrete"]
-
-    # 2. posterior comparison on the discrete-LPC model ---------------------------------------------
-    log(f"[posterior] {cfg.posterior_chains} chains x {cfg.posterior_steps} steps")
-    traces, lj = {}, {}
-    with stages.time("posterior: preconditioner bias"):
-        ctx.preconditioner = post_mod.preconditioner_info(cfg)
-    with stages.time("posterior"):
-        test_x, _ = dataset_tensor(test_set, cfg.posterior_chains)
-        inp = post_mod.make_inputs(cfg, ref.model, ref.encoder, test_x, device, cfg.seed + 1000)
-        for m in methods:
-            if m.posterior is None or m.name in cfg.skip:
-                continue
-            run = m.posterior(ctx, inp)
-            parts[m.name]["posterior"] = run.summary
-            if "diverged" in run.summary:
-                parts[m.name]["errors"]["posterior"] = run.summary["diverged"]
-            if run.trace is not None:
-                traces[m.label], lj[m.label] = run.trace, run.log_joint
+    with torch_threads(cfg.threads):   # training and sampling: many small ops (StudyConfig.threads)
+        ref = _train(ctx, methods, parts, stages)
+        traces, lj = _posteriors(ctx, methods, parts, stages, ref)
 
     # 3. sample quality ---------------------------------------------------------------------------------
     feature = quality.choose_feature(cfg, device)
@@ -162,7 +139,8 @@ def _run(cfg: StudyConfig, out: Path, noise, log, methods) -> dict:
         "preconditioner": ctx.preconditioner, "config": asdict(cfg), "noise_label": noise_label(cfg),
         "noise": noise if isinstance(noise, str) else noise.to_dict(),
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
-        "threads": torch.get_num_threads(), "versions": package_versions(), "git_commit": git_commit(),
+        "threads": {"training_and_sampling": cfg.threads or torch.get_num_threads(), "metrics": torch.get_num_threads()},
+        "versions": package_versions(), "git_commit": git_commit(),
         "figures": ["samples.png", "trajectories.png", "delta_log_joint.png", "log_joint.png", "training.png"],
         "recordings": recordings,
     }
@@ -173,6 +151,56 @@ def _run(cfg: StudyConfig, out: Path, noise, log, methods) -> dict:
     atomic_write_text(out / "report.md", render_markdown(report))
     atomic_write_text(out / "report.json", json.dumps(report, indent=2, default=_json_default))  # last: marks success
     return report
+
+
+def _train(ctx, methods, parts, stages):
+    """1. Every row's training, in table order; returns the reference row's (discrete LPC's) Trained."""
+    cfg, log = ctx.cfg, ctx.log
+    for i, m in enumerate(methods, 1):
+        if m.name in cfg.skip:
+            parts[m.name]["not_run"] = "skipped (--skip)"
+            continue
+        log(f"[train {i}/{len(methods)}] {m.label}")
+        with stages.time(f"train: {m.name}"):
+            try:
+                ctx.trained[m.name] = m.train(ctx)
+            except NotRun as e:
+                parts[m.name]["not_run"] = str(e)
+                log(f"      not run: {e}")
+            except DivergenceError as e:
+                if m.required:
+                    raise
+                parts[m.name]["errors"]["training"] = str(e)   # a finding, not a crash: the other rows still run
+                log(f"      {m.label} training diverged: {str(e).splitlines()[0]}")
+    for tr in ctx.trained.values():
+        tr.model.eval(), tr.encoder.eval()
+    return ctx.trained["discrete"]
+
+
+def _posteriors(ctx, methods, parts, stages, ref):
+    """2. The posterior rows on the discrete-LPC model: same test images, same warm starts.
+
+    Returns the figures' inputs: (traces, log joints) per row label."""
+    from neuro_lpc.data import dataset_tensor
+
+    cfg = ctx.cfg
+    ctx.log(f"[posterior] {cfg.posterior_chains} chains x {cfg.posterior_steps} steps")
+    traces, lj = {}, {}
+    with stages.time("posterior: preconditioner bias"):
+        ctx.preconditioner = post_mod.preconditioner_info(cfg)
+    with stages.time("posterior"):
+        test_x, _ = dataset_tensor(ctx.test_set, cfg.posterior_chains)
+        inp = post_mod.make_inputs(cfg, ref.model, ref.encoder, test_x, ctx.device, cfg.seed + 1000)
+        for m in methods:
+            if m.posterior is None or m.name in cfg.skip:
+                continue
+            run = m.posterior(ctx, inp)
+            parts[m.name]["posterior"] = run.summary
+            if "diverged" in run.summary:
+                parts[m.name]["errors"]["posterior"] = run.summary["diverged"]
+            if run.trace is not None:
+                traces[m.label], lj[m.label] = run.trace, run.log_joint
+    return traces, lj
 
 
 def _json_default(o):
@@ -212,6 +240,8 @@ def build_parser():
     p.add_argument("--preconditioner",
                    help="adam (Algorithm 1, default) | frozen (G held fixed after a warm-up: posterior-invariant)")
     p.add_argument("--skip", default="", help="comma-separated method rows not to run, e.g. vae-wall,pc (reported as not run)")
+    p.add_argument("--threads", type=int, help="torch threads for training and sampling (default 1: on a shared 2-core CPU "
+                                               "a second thread slows batch-64 steps several-fold; metrics use all cores)")
     p.add_argument("--n-samples", type=int)
     p.add_argument("--train-batches", type=int)
     p.add_argument("--langevin-steps", type=int)
@@ -228,7 +258,8 @@ def config_from_args(args) -> StudyConfig:
                       full_protocol=args.full_protocol, cache_dir=args.cache_dir,
                       skip=[s.strip() for s in args.skip.split(",") if s.strip()])
     cfg.apply_quick()
-    for name in ("tau_z", "tau_e", "n_samples", "train_batches", "langevin_steps", "posterior_steps", "preconditioner"):
+    for name in ("tau_z", "tau_e", "n_samples", "train_batches", "langevin_steps", "posterior_steps", "preconditioner",
+                 "threads"):
         if getattr(args, name) is not None:
             setattr(cfg, name, getattr(args, name))
     cfg.quick = False  # already applied; flags above override the quick sizes
