@@ -255,6 +255,7 @@ class CircuitTrainer(Trainer):
         self.encoder_params = list(self.encoder.parameters())
         self.array: AnalogArray | None = None
         self.pulse_gen = torch.Generator().manual_seed(derive_seed(config.seed, 300))
+        self.noise_state: dict = {}   # dynamic noise states (the 1/f bank) carried from one presentation to the next
         if self.mode == "in-memory" and self.weight_sources:
             self.array = AnalogArray.from_noise(dict(self.model.decoder.named_parameters()), self.weight_sources,
                                                 seed=derive_seed(config.seed, 301),
@@ -283,7 +284,7 @@ class CircuitTrainer(Trainer):
 
     def build_circuit(self, array: AnalogArray | None = None) -> Circuit:
         """A circuit on the current weights (see the module docstring on rebuilding)."""
-        return Circuit(self.model, self.circuit_config, array=array)
+        return Circuit(self.model, self.circuit_config, array=array, noise_state=self.noise_state)
 
     def _clip_and_step(self) -> None:
         if self.array is None:
@@ -319,6 +320,8 @@ class CircuitTrainer(Trainer):
 
     def state_dict(self) -> dict:
         sd = super().state_dict()
+        if self.noise_state:
+            sd["noise_state"] = dict(self.noise_state)
         if self.array is not None:
             sd["array"] = self.array.state_dict()
             sd["pulse_generator"] = self.pulse_gen.get_state()
@@ -326,8 +329,10 @@ class CircuitTrainer(Trainer):
 
     def load_checkpoint(self, path) -> None:
         super().load_checkpoint(path)
+        ck = read_checkpoint(path, map_location=self.device)
+        self.noise_state.clear()
+        self.noise_state.update(ck.get("noise_state", {}))
         if self.array is not None:
-            ck = read_checkpoint(path, map_location=self.device)
             if "array" not in ck:
                 raise CheckpointError(f"checkpoint {path} holds no analog array state (needed by learning='in-memory')")
             self.array.load_state_dict(ck["array"])

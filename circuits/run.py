@@ -134,7 +134,7 @@ class CircuitRun(LinearKernels):
             self.step = self._step_general
         # records: the log joint at a recorded state from the next step's forward (no forward per
         # record) when that forward is the true model's (no value transform, no weight perturbation)
-        self.defer_records = (not plain and not self.value_tr and not self.weights.any)
+        self.defer_records = (not plain and not self.value_tr and self.weights.forward_exact)
         self._request = None
         self._err_cache = None
         self._lean_record = c.linear_decoder and c.gaussian and not self.learning

@@ -36,6 +36,12 @@ class _Weights:
         drifting = self.array is not None and self.array.time_dependent
         self.per_step = bool(self.dynamic) or drifting or (learning and self.any)
         self.learning = learning
+        arr = self.array
+        # the forward path is the true model's when nothing perturbs it (e.g. in-memory learning on devices that
+        # neither drift nor read noisily, whose stored values are the parameters): records may then reuse it
+        self.forward_exact = not (self.static or self.dynamic) and (arr is None or (
+            arr.drift is None and arr.read_std == 0
+            and all(torch.equal(arr.stored[n], self.params[n].detach()) for n in arr.names)))
         self.fwd = self.fb = None
         if self.any and not self.per_step:
             self._build(0.0, None)

@@ -325,3 +325,17 @@ def test_in_memory_resume_restores_the_array_bit_for_bit(animal, tmp_path):
     assert again.array.clock == whole.array.clock
     for (n, a), (_, b) in zip(m1.named_parameters(), m3.named_parameters()):
         assert torch.equal(a, b), n
+
+
+def test_the_trainer_carries_the_flicker_bank_from_one_presentation_to_the_next(animal, tmp_path):
+    train, _, _ = animal
+    model, enc = tiny_model()
+    noise = {"preset": "ideal", "sources": [{"type": "flicker", "value_std": 0.2}]}
+    tr = CircuitTrainer(model, enc, train_cfg(noise, max_batches_per_epoch=2), out_dir=tmp_path / "run")
+    tr.fit(train, progress=False)
+    assert len(tr.noise_state) == 1
+    (key, y), = tr.noise_state.items()
+    assert key.startswith("flicker:value") and y.shape[1] == 32           # (K, B, d): the bank of every chain
+    again = CircuitTrainer(*tiny_model(), train_cfg(noise, max_batches_per_epoch=2), out_dir=tmp_path / "run")
+    again.load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert torch.equal(again.noise_state[key], y)                          # and it survives a restart

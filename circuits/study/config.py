@@ -32,6 +32,8 @@ class StudyConfig:
     threads: int | None = 1                    # torch threads for training and posterior (many small ops: on a shared
                                                # 2-core CPU a second thread made a batch 4-10x slower, bench/RESULTS.md);
                                                # None = torch's default. Metrics use torch's default (large convs)
+    learning: str = "all"                      # analog learning modes of the circuit rows (circuits.modes): a comma list
+                                               # of deploy, hardware-aware, in-memory, or "all"
     # training (same data, optimiser and optimiser-step budget for every method; VAE also at the same wall time)
     train_batches: int = 140                   # about one epoch of animal-mnist at batch 64
     batch_size: int = 64
@@ -58,6 +60,19 @@ class StudyConfig:
     k: int = 5
     cache_dir: str | None = None
     quick_features: bool = False               # a 1-epoch feature classifier (set by --quick)
+
+    def learning_modes(self) -> list[str]:
+        """The learning modes of this run, in table order (validated by ``check_inputs``)."""
+        from ..modes import LEARNING_MODES
+
+        if self.learning == "all":
+            return ["hardware-aware", "deploy", "in-memory"]
+        modes = [m.strip() for m in str(self.learning).split(",") if m.strip()]
+        bad = [m for m in modes if m not in LEARNING_MODES]
+        if bad or not modes:
+            raise StudyError(f"unknown learning mode {', '.join(map(repr, bad)) or repr(self.learning)}; choose "
+                             f"{', '.join(LEARNING_MODES)}, a comma list of them, or all")
+        return list(dict.fromkeys(modes))
 
     def apply_quick(self) -> "StudyConfig":
         if self.quick:
@@ -93,6 +108,7 @@ def check_inputs(cfg: StudyConfig, method_names=None) -> Path:
     ``method_names``: the rows of this run (``--skip`` must name some of them).
     """
     resolve_noise(cfg)
+    cfg.learning_modes()
     if cfg.feature not in FEATURES:
         raise StudyError(f"unknown feature network {cfg.feature!r}; choose {', '.join(FEATURES)}")
     if cfg.preconditioner not in PRECONDITIONERS:

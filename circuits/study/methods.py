@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .posterior import circuit_posterior, discrete_posterior
-from .train import train_circuit, train_discrete, train_pc, train_vae, train_vae_same_wall
+from .posterior import circuit_posterior, discrete_posterior, device_posterior
+from .train import (train_circuit, train_deploy, train_discrete, train_ideal_circuit, train_pc, train_vae,
+                    train_vae_same_wall)
 
 KINDS = ("lpc", "pc", "circuit", "vae")
 
@@ -67,11 +68,46 @@ def noise_label(cfg) -> str:
     return Path(cfg.noise_config).stem if cfg.noise_config else cfg.noise
 
 
+def _has_weight_devices(cfg) -> bool:
+    from ..modes import split_weight_sources
+    from .config import resolve_noise
+    from ..noise import NoiseModel
+
+    noise = resolve_noise(cfg)
+    return bool(split_weight_sources(noise if isinstance(noise, NoiseModel) else NoiseModel.resolve(noise))[0])
+
+
+def mode_methods(cfg) -> list[Method]:
+    """One circuit row per analog learning mode (``cfg.learning_modes()``; the first is the row "circuit"), or one
+    circuit row when the noise model has no weight devices (the modes then coincide)."""
+    label = noise_label(cfg)
+    if not _has_weight_devices(cfg):
+        return [Method("circuit", f"circuit · {label}", "circuit", train_circuit, circuit_posterior)]
+    rows = []
+    for i, mode in enumerate(cfg.learning_modes()):
+        name = "circuit" if i == 0 else f"circuit-{mode}"
+        if mode == "deploy":
+            train = train_deploy
+        else:
+            def train(ctx, name=name, mode=mode):
+                return train_circuit(ctx, name=name, learning=mode)
+
+        def post(ctx, inp, name=name):
+            return device_posterior(ctx, inp, name)
+        rows.append(Method(name, f"circuit · {label} · {mode}", "circuit", train, post))
+    return rows
+
+
 def default_methods(cfg) -> list[Method]:
-    """Today's table: discrete LPC (reference), the circuit under the run's noise, noise-free PC and two VAEs."""
+    """The table: discrete LPC (reference), the ideal circuit, the circuit under the run's noise (one row per analog
+    learning mode), noise-free PC and two VAEs."""
+    ideal = [] if noise_label(cfg) == "ideal" else [
+        Method("circuit-ideal", "circuit · ideal", "circuit", train_ideal_circuit,
+               lambda ctx, inp: circuit_posterior(ctx, inp, name="circuit-ideal", noise="ideal"))]
     return [
         Method("discrete", "discrete LPC", "lpc", train_discrete, discrete_posterior, required=True),
-        Method("circuit", f"circuit · {noise_label(cfg)}", "circuit", train_circuit, circuit_posterior),
+        *ideal,
+        *mode_methods(cfg),
         Method("pc", "PC (T = 0)", "pc", train_pc),
         Method("vae", "VAE · same steps", "vae", train_vae),
         Method("vae-wall", "VAE · same wall time", "vae", train_vae_same_wall),

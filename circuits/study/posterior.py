@@ -230,15 +230,28 @@ def discrete_posterior(ctx, inp: PosteriorInputs, name: str = "discrete") -> Pos
     return PosteriorRun(summary, (traj.z, inp.x), (traj.t.numpy(), traj.log_joint.numpy(), inp.log_joint0.cpu().numpy()))
 
 
-def circuit_posterior(ctx, inp: PosteriorInputs, name: str = "circuit", noise=None, **circuit_overrides) -> PosteriorRun:
-    """The circuit (noise ``noise``, default the run's) sampling the discrete-LPC model from the same starts.
+def device_posterior(ctx, inp: PosteriorInputs, name: str) -> PosteriorRun:
+    """A learning-mode row: the circuit sampling the row's own model *on its device* (the array the row's weights
+    sit on: programmed ``deploy_time`` before, or the in-memory array as trained), on the same test images, from
+    the row's own encoder's warm starts (the discrete row's when the model is discrete LPC's)."""
+    tr = ctx.trained[name]
+    if tr.model is not inp.model:
+        inp = make_inputs(ctx.cfg, tr.model, tr.encoder, inp.x, inp.x.device, inp.seed)
+    return circuit_posterior(ctx, inp, name=name, array=tr.array)
+
+
+def circuit_posterior(ctx, inp: PosteriorInputs, name: str = "circuit", noise=None, array=None,
+                      **circuit_overrides) -> PosteriorRun:
+    """The circuit (noise ``noise``, default the run's) sampling the discrete-LPC model from the same starts
+    (``array``: the analog array its weights are read from; default: programmed from the model at construction).
 
     A DivergenceError is a result: the row's posterior is reported as diverged (step and unit named).
     """
     from ..circuit import Circuit
 
     cfg, dev = ctx.cfg, inp.x.device
-    circuit = Circuit(inp.model, circuit_config_for(cfg, ctx.noise if noise is None else noise, dev, **circuit_overrides))
+    circuit = Circuit(inp.model, circuit_config_for(cfg, ctx.noise if noise is None else noise, dev, **circuit_overrides),
+                      array=array)
     t0 = time.perf_counter()
     try:
         traj = circuit.simulate(inp.x, inp.z0, steps=cfg.posterior_steps, record_every=cfg.record_every,

@@ -102,8 +102,11 @@ def _run(cfg: StudyConfig, out: Path, noise, log, methods) -> dict:
         real = quality.real_set(cfg, net)
     samples, label = {}, None
     for name, tr in ctx.trained.items():
+        if tr.same_as is not None:          # the same model as another row: its metrics, not a second evaluation
+            continue
         with stages.time(f"metrics: {name}"):
-            imgs = quality.draw_samples(tr.model, cfg.n_samples, cfg.seed + 77, device)
+            imgs = quality.draw_samples(tr.sampler if tr.sampler is not None else tr.model, cfg.n_samples,
+                                        cfg.seed + 77, device)
             try:
                 q = quality.evaluate(imgs, real, net, feature, cfg)
             except quality.NonFiniteSamples as e:
@@ -111,6 +114,9 @@ def _run(cfg: StudyConfig, out: Path, noise, log, methods) -> dict:
                 continue
         samples[next(m.label for m in methods if m.name == name)] = imgs
         parts[name]["samples"], label = q, q.get("label", label)
+    for name, tr in ctx.trained.items():
+        if tr.same_as is not None and "samples" in parts.get(tr.same_as, {}):
+            parts[name]["samples"] = dict(parts[tr.same_as]["samples"], same_as=tr.same_as)
     metric_key = getattr(net, "metric", "fid" if feature == "inception" else "fd")
 
     # 4. figures ----------------------------------------------------------------------------------------
@@ -239,6 +245,9 @@ def build_parser():
     p.add_argument("--full-protocol", action="store_true", help="the paper's FID protocol: 50,000 samples, Inception features")
     p.add_argument("--preconditioner",
                    help="adam (Algorithm 1, default) | frozen (G held fixed after a warm-up: posterior-invariant)")
+    p.add_argument("--learning", default="all",
+                   help="analog learning modes of the circuit rows: deploy | hardware-aware | in-memory, a comma list, or "
+                        "all (default); matters when the noise model has weight devices (circuits.modes)")
     p.add_argument("--skip", default="", help="comma-separated method rows not to run, e.g. vae-wall,pc (reported as not run)")
     p.add_argument("--threads", type=int, help="torch threads for training and sampling (default 1: on a shared 2-core CPU "
                                                "a second thread slows batch-64 steps several-fold; metrics use all cores)")
@@ -255,7 +264,7 @@ def build_parser():
 def config_from_args(args) -> StudyConfig:
     cfg = StudyConfig(noise=args.noise, noise_config=args.noise_config, model=args.model, out=args.out, dataset=args.dataset,
                       data_root=args.data_root, quick=args.quick, seed=args.seed, device=args.device, feature=args.feature,
-                      full_protocol=args.full_protocol, cache_dir=args.cache_dir,
+                      full_protocol=args.full_protocol, cache_dir=args.cache_dir, learning=args.learning,
                       skip=[s.strip() for s in args.skip.split(",") if s.strip()])
     cfg.apply_quick()
     for name in ("tau_z", "tau_e", "n_samples", "train_batches", "langevin_steps", "posterior_steps", "preconditioner",

@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from neuro_lpc.config import TrainConfig, atomic_write_text
 
 
@@ -27,6 +29,9 @@ class Trained:
     encoder: Any
     history: list[dict]
     training: dict          # optimiser_steps, grad_evals, grad_evals_per_step, wall_s, budget, cached, ...
+    sampler: Any = None     # the model as it runs on the device (analog learning modes); None: ``model``
+    array: Any = None       # the analog array the row's weights sit on (circuits.noise.devices.AnalogArray)
+    same_as: str | None = None  # the row whose model this is (its sample metrics are reused, not recomputed)
 
 
 @dataclass
@@ -153,15 +158,50 @@ def circuit_train_config(ctx, **overrides):
 
 
 def train_circuit(ctx, name: str = "circuit", **overrides) -> Trained:
-    """Learning through the circuit under the chosen noise (``circuits.learn.CircuitTrainer``)."""
+    """Learning through the circuit under the chosen noise (``circuits.learn.CircuitTrainer``), in the learning mode
+    ``overrides["learning"]`` (default the config's); the row's samples come from the weights as they sit on the
+    device (``CircuitTrainer.deployed``: a fresh programming, drift at ``deploy_time``, read noise per read)."""
     from neuro_lpc.train import build_model
 
     from ..learn import CircuitTrainer
 
     ctc = circuit_train_config(ctx, **overrides)
     model, encoder = build_model(train_config(ctx.cfg, "lpc", ctx.info.n_train), ctx.info.image_size, ctx.info.channels)
-    fit = fit_cached(CircuitTrainer(model, encoder, ctc), ctx.train_set, cache_folder(ctx.models_dir, name, ctc))
-    return Trained(model, encoder, fit.history, training_row(fit, ctc.resolved_steps, "same optimiser steps"))
+    trainer = CircuitTrainer(model, encoder, ctc)
+    fit = fit_cached(trainer, ctx.train_set, cache_folder(ctx.models_dir, name, ctc))
+    gen = torch.Generator(device=ctx.device).manual_seed(ctx.cfg.seed + 55)
+    array = trainer.device_array()
+    row = training_row(fit, ctc.resolved_steps, "same optimiser steps", learning=ctc.learning,
+                       deploy_time_s=ctc.resolved_deploy_time() if array is not None else None)
+    return Trained(model, encoder, fit.history, row, sampler=trainer.deployed(generator=gen) if array is not None else None,
+                   array=array)
+
+
+def train_deploy(ctx) -> Trained:
+    """Learning mode ``deploy``: the discrete-LPC model (learned digitally) programmed once onto the array, scored
+    ``deploy_time`` after programming (``circuits.modes``); no training of its own."""
+    from ..learn import CircuitTrainer
+    from ..modes import deployed_model
+
+    ref = ctx.trained["discrete"]
+    ctc = circuit_train_config(ctx, learning="deploy")
+    trainer = CircuitTrainer(ref.model, ref.encoder, ctc)       # only to program the array the same way
+    array = trainer.device_array()
+    gen = torch.Generator(device=ctx.device).manual_seed(ctx.cfg.seed + 55)
+    row = dict(ref.training, budget="discrete LPC's training (digital), then one programming", learning="deploy",
+               deploy_time_s=ctc.resolved_deploy_time() if array is not None else None)
+    return Trained(ref.model, ref.encoder, ref.history, row, sampler=deployed_model(ref.model, array, gen),
+                   array=array, same_as=None if array is not None else "discrete")
+
+
+def train_ideal_circuit(ctx) -> Trained:
+    """The ideal circuit (preset ``ideal``, adiabatic error units, dt = gamma tau_z) learns exactly what discrete LPC
+    learns (the tested adiabatic limit): its model is discrete LPC's; the row adds the circuit's posterior."""
+    ref = ctx.trained["discrete"]
+    if ctx.cfg.tau_e:
+        return train_circuit(ctx, name="circuit-ideal", noise="ideal")
+    row = dict(ref.training, budget="= discrete LPC (ideal adiabatic circuit with dt = gamma tau_z: the same chain)")
+    return Trained(ref.model, ref.encoder, ref.history, row, same_as="discrete")
 
 
 def train_vae(ctx) -> Trained:
