@@ -50,8 +50,9 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(a.threads)
     train, _, _ = load_dataset("animal-mnist")
     x, _ = dataset_tensor(train, 64)
     trainers = {k: trainer(*v) for k, v in ROWS.items()}
