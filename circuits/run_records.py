@@ -1,0 +1,171 @@
+"""Records and divergence support of a circuit run (a mixin of :class:`circuits.run.CircuitRun`).
+
+Records measure log p(x, z) and the error norm under the true (noise-free) model -- from the next
+step's forward when that forward is the true model's (``defer_records``), else with a forward of their
+own; divergence support snapshots the state every host check and names the first non-finite unit.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from neuro_lpc.likelihoods import LOG_2PI
+
+__all__ = ["RunRecords"]
+
+
+class RunRecords:
+    """Mixin: records (``measure``, deferred requests, ``gain``, noise records) and divergence support."""
+    # ---------------------------------------------------------------------- records
+    @torch.no_grad()
+    def measure(self):
+        """(log p(x, z) (B,), error norm (B,)) of the current state under the true (noise-free) model."""
+        model, z, x = self.c.model, self.z, self.x
+        if self._lean_record:
+            dec = model.decoder
+            r = torch.addmm(self.xmb_cache(), z, dec.weight.detach().t(), alpha=-1)  # x - b - W z
+            prec = self._record_prec
+            rn = torch.linalg.vector_norm(r, dim=1)
+            zn = torch.linalg.vector_norm(z, dim=1)
+            lj = rn.square().mul_(-0.5 * prec).add_(zn.square_(), alpha=-0.5 / self.sp2).add_(self._lj_const())
+            en = rn.mul_(prec) if self.c.adiabatic else None
+        else:
+            mu = model.decoder(z)
+            lj = model.likelihood.log_prob(x, mu) + model.log_prior(z)
+            en = None
+            if self.c.adiabatic:
+                err = model.error(x, mu)
+                self._err_cache = (self.k, err)  # error_units() of this state without another forward
+                en = torch.linalg.vector_norm(err.reshape(self.B, -1), dim=1)
+        if en is None:
+            en = torch.linalg.vector_norm(self.eps.reshape(self.B, -1), dim=1)
+        return lj, en
+
+    @torch.no_grad()
+    def error_units(self) -> torch.Tensor:
+        """The error units' state (for adiabatic units: e(x, g(z)) at the current z, noise-free)."""
+        if not self.c.adiabatic:
+            return self.eps
+        if self._err_cache is not None and self._err_cache[0] == self.k:
+            return self._err_cache[1]
+        return self.c.model.error(self.x, self.c.model.decoder(self.z))
+
+    # deferred records: the next step's forward fills what a record needs of the true model
+    def request_record(self, lj: torch.Tensor, en: torch.Tensor | None, eps: torch.Tensor | None) -> None:
+        """Have the next step write log p(x, z) of the current z into ``lj`` (and, adiabatic, ||e(x, g(z))||
+        into ``en``, e(x, g(z)) into ``eps``), from the forward it does anyway (``defer_records`` only)."""
+        self._request = (lj, en, eps)
+
+    @torch.no_grad()
+    def _fill_request(self, z, mu, err):
+        lj, en, eps = self._request
+        self._request = None
+        torch.add(self.lik.log_prob(self.x, mu), self.c.model.log_prior(z), out=lj)
+        if en is None and eps is None:
+            return
+        if err is None:
+            err = self.c.model.error(self.x, mu)
+        if en is not None:
+            torch.linalg.vector_norm(err.reshape(self.B, -1), dim=1, out=en)
+        if eps is not None:
+            eps.copy_(err)
+
+    def resolve_request(self) -> None:
+        """Fill a pending record request now (one forward at the current state)."""
+        if self._request is None:
+            return
+        lj, en, eps = self._request
+        self._request = None
+        lj_, en_ = self.measure()
+        lj.copy_(lj_)
+        if en is not None:
+            en.copy_(en_)
+        if eps is not None:
+            eps.copy_(self.error_units())
+
+    def drop_request(self) -> None:
+        self._request = None
+
+    def xmb_cache(self):
+        if not hasattr(self, "_xmb"):
+            dec = self.c.model.decoder
+            self._xmb = (self.x - dec.bias.detach()) if dec.bias is not None else self.x
+        return self._xmb
+
+    def _lj_const(self) -> float:
+        if not hasattr(self, "_ljc"):
+            n = self.x[0].numel()
+            d = self.z.shape[1]
+            ls = float(self.lik.log_sigma.detach())
+            self._ljc = -n * (ls + 0.5 * LOG_2PI) - d * (math.log(self.c.prior_std) + 0.5 * LOG_2PI)
+        return self._ljc
+
+    def gain(self):
+        """The gain of the step just taken (the current state); the held G once "frozen" has frozen."""
+        if self.freeze_at is not None and self.k >= self.freeze_at:
+            return self.G_frozen.clone()
+        return self._gain(self.k)
+
+    def noise_records(self) -> dict[str, torch.Tensor]:
+        out = {}
+        for rec in self.recorders:
+            out.update(rec())
+        return out
+
+    # ------------------------------------------------------------ divergence support
+    def all_finite(self) -> bool:
+        ok = None
+        for name in self._state_names:
+            t = getattr(self, name)
+            if t is not None:
+                f = torch.isfinite(t).all()
+                ok = f if ok is None else ok & f
+        return bool(ok)
+
+    def snapshot(self) -> dict:
+        snap = {"k": self.k, "gen": self.gen.get_state(),
+                "state": {n: (None if getattr(self, n) is None else getattr(self, n).clone()) for n in self._state_names},
+                "sources": [t.clone() for b in self.c.sources for t in b.state_tensors()]}
+        if self.online_lr:
+            snap["params"] = [p.detach().clone() for p in self.learn_params]
+        return snap
+
+    def restore(self, snap: dict) -> None:
+        self.k = snap["k"]
+        self._err_cache = None
+        for name, t in snap["state"].items():
+            cur = getattr(self, name)
+            if t is not None and cur is not None and cur.shape == t.shape:
+                cur.copy_(t)  # in place: views of the state (the reduced kernel's) stay valid
+            else:
+                setattr(self, name, None if t is None else t.clone())
+        self.gen.set_state(snap["gen"])
+        for t, s in zip([t for b in self.c.sources for t in b.state_tensors()], snap["sources"]):
+            t.copy_(s)
+        if "params" in snap:
+            with torch.no_grad():
+                for p, s in zip(self.learn_params, snap["params"]):
+                    p.copy_(s)
+
+    def describe_bad_units(self) -> tuple[str, int | None, str | None]:
+        """(text, chain, unit) naming the first non-finite unit of the current state."""
+        parts = []
+        first = None
+        for label, t in (("value unit z", self.z), ("error unit eps", self.eps), ("gain unit m", self.m)):
+            if t is None:
+                continue
+            bad = (~torch.isfinite(t)).nonzero()
+            if len(bad) == 0:
+                continue
+            chain = int(bad[0, 0])
+            idx = ", ".join(str(int(i)) for i in bad[0, 1:])
+            name = f"{label.split()[-1]}[{idx}]"
+            if first is None:
+                first = (f"{label}[{idx}] of chain {chain}", chain, name)
+            parts.append(f"{len(bad)} {label.rsplit(' ', 1)[0]}s")
+        if first is None:
+            return "no non-finite unit found", None, None
+        text = f"non-finite {first[0]} ({', '.join(parts)} non-finite in all)"
+        return text, first[1], first[2]
+
