@@ -339,3 +339,16 @@ def test_the_trainer_carries_the_flicker_bank_from_one_presentation_to_the_next(
     again = CircuitTrainer(*tiny_model(), train_cfg(noise, max_batches_per_epoch=2), out_dir=tmp_path / "run")
     again.load_checkpoint(tmp_path / "run" / "checkpoint.pt")
     assert torch.equal(again.noise_state[key], y)                          # and it survives a restart
+
+
+def test_seconds_per_batch_and_deploy_time_set_the_device_clocks(animal):
+    train, _, _ = animal
+    cfg = train_cfg({"preset": "ideal", "sources": [{"type": "drift"}, {"type": "pulsed"}]}, learning="in-memory",
+                    max_batches_per_epoch=3, seconds_per_batch=100.0, deploy_time=7.0)
+    tr = CircuitTrainer(*tiny_model(), cfg)
+    tr.fit(train, progress=False)
+    assert tr.array.clock == pytest.approx(300.0)
+    assert tr.device_array().clock == pytest.approx(307.0)                # scored 7 s after the end of training
+    dep = CircuitTrainer(*tiny_model(), train_cfg("analog", learning="deploy", deploy_time=86400.0))
+    assert dep.config.resolved_deploy_time() == 86400.0 and dep.device_array().clock == pytest.approx(86400.0)
+    assert CircuitTrainer(*tiny_model(), train_cfg("analog", learning="deploy")).device_array().clock == 3600.0
