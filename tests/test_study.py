@@ -200,7 +200,7 @@ def test_collapsed_and_diverged_rows_are_flagged_and_not_ranked(tmp_path, ideal_
     ranking = rep["verdict"][0]
     assert ranking.startswith("Ranked by FD") and "constant grey" not in ranking and "diverging" not in ranking
     text = " ".join(rep["verdict"])
-    assert "constant grey's samples collapsed" in text and "not ranked" in text
+    assert "The samples of constant grey collapsed" in text and "not ranked" in text
     md = (tmp_path / "bad" / "report.md").read_text()
     assert "| constant grey | collapsed (not ranked) |" in md and "| diverging circuit | diverged (not ranked) |" in md
 

@@ -74,7 +74,7 @@ def test_verdict_ranks_only_learned_rows_and_says_why_not():
     assert "circuit · analog matches discrete LPC within its error bars on FID" in text
     assert "its posterior is 12% wider" in text                   # 0.28 / 0.25
     assert "100.0 ± 2.8 nats lower in log p(x, z)" in text
-    assert "constant's samples collapsed (constant image): not ranked." in text
+    assert "The samples of constant collapsed (constant image): not ranked." in text
     assert "boom diverged (training: Langevin chain diverged at step 7" in text and "not ranked" in text
     assert "VAE · same wall time was not run (skipped (--skip))." in text
     assert "Against VAE · same steps (same optimiser steps: 140 optimiser steps, 5 s): discrete LPC is better than it on FID" in text

@@ -91,8 +91,10 @@ def pm(v, se, nd: int = 3) -> str:
     """'v ± se', both rounded to the se's precision ('v' alone when se is unknown, '–' when v is)."""
     if not _finite(v):
         return "–"
-    if not _finite(se) or se <= 0:
+    if not _finite(se) or se < 0:
         return _num(v, nd)
+    if se == 0:                         # an uncertainty was estimated and is zero (e.g. no sample inside any ball)
+        return f"{_num(v, nd)} ± 0"
     d = _decimals(se)
     if d > 6 or abs(v) >= 1e12:        # precision beyond a fixed-point display: significant figures instead
         return f"{_num(v, nd)} ± {_num(se, 2)}"
@@ -216,7 +218,7 @@ def verdict(report: dict) -> list[str]:
         out.append(f"{ref['label']} is {ref['status']}: there is no reference for the comparisons.")
     for name, r in m.items():
         if r["status"] == COLLAPSED:
-            out.append(f"{r['label']}'s samples collapsed ({r['status_reason']}): not ranked.")
+            out.append(f"The samples of {r['label']} collapsed ({r['status_reason']}): not ranked.")
         elif r["status"] == DIVERGED:
             out.append(f"{r['label']} diverged ({r['status_reason']}): not ranked.")
         elif r["status"] == NOT_RUN:
