@@ -32,8 +32,9 @@ class StudyConfig:
     threads: int | None = 1                    # torch threads for training and posterior (many small ops: on a shared
                                                # 2-core CPU a second thread made a batch 4-10x slower, bench/RESULTS.md);
                                                # None = torch's default. Metrics use torch's default (large convs)
-    learning: str = "all"                      # analog learning modes of the circuit rows (circuits.modes): a comma list
-                                               # of deploy, hardware-aware, in-memory, or "all"
+    learning: str = "hardware-aware,deploy"    # analog learning modes of the circuit rows (circuits.modes): a comma list
+                                               # of deploy, hardware-aware, in-memory, or "all". Default: the two that fit
+                                               # the 10-minute CPU budget (deploy reuses discrete LPC's training)
     # training (same data, optimiser and optimiser-step budget for every method; VAE also at the same wall time)
     train_batches: int = 140                   # about one epoch of animal-mnist at batch 64
     batch_size: int = 64

@@ -245,9 +245,10 @@ def build_parser():
     p.add_argument("--full-protocol", action="store_true", help="the paper's FID protocol: 50,000 samples, Inception features")
     p.add_argument("--preconditioner",
                    help="adam (Algorithm 1, default) | frozen (G held fixed after a warm-up: posterior-invariant)")
-    p.add_argument("--learning", default="all",
+    p.add_argument("--learning", default="hardware-aware,deploy",
                    help="analog learning modes of the circuit rows: deploy | hardware-aware | in-memory, a comma list, or "
-                        "all (default); matters when the noise model has weight devices (circuits.modes)")
+                        "all (default: hardware-aware,deploy -- in-memory adds a circuit training); matters when the noise "
+                        "model has weight devices (circuits.modes)")
     p.add_argument("--skip", default="", help="comma-separated method rows not to run, e.g. vae-wall,pc (reported as not run)")
     p.add_argument("--threads", type=int, help="torch threads for training and sampling (default 1: on a shared 2-core CPU "
                                                "a second thread slows batch-64 steps several-fold; metrics use all cores)")
