@@ -56,11 +56,18 @@ def test_quick_run_writes_every_output(ideal_run):
 
 def test_stage_times_are_stored(ideal_run):
     _, out, rep = ideal_run
-    st = rep["stages"]
-    for key in [f"train: {n}" for n in ROWS] + ["posterior", "metrics: real set", "figures", "total"]:
+    st, cpu = rep["stages"], rep["stages_cpu"]
+    assert set(st) == set(cpu)
+    assert rep["train_workers"] == 2 and "training: 2 workers in parallel" in st     # 2 cores: rows train side by side
+    for key in ("posterior", "metrics: real set", "figures", "total"):
         assert st[key] >= 0, key
-    assert st["total"] >= sum(v for k, v in st.items() if k != "total") - 1e-6
-    assert "## Run time by stage" in (out / "report.md").read_text()
+    assert st["total"] >= sum(v for k, v in st.items() if k != "total") - 1e-6     # the stages are sequential
+    for name in ROWS:                                                               # every row's own training wall
+        assert rep["stages_training"][name] > 0, name
+    # the worker's time: the row's training plus building its networks and loading what it needs
+    assert rep["stages_training"]["discrete"] >= rep["methods"]["discrete"]["training"]["wall_s"]
+    md = (out / "report.md").read_text()
+    assert "## Run time by stage" in md and "| stage | wall s | CPU s |" in md
 
 
 def test_every_metric_has_n_and_an_uncertainty(ideal_run):
@@ -98,6 +105,8 @@ def test_training_rows_carry_steps_grad_evals_and_wall_time(ideal_run):
     vw = m["vae-wall"]["training"]
     assert vw["grad_evals"] == vw["optimiser_steps"] >= 1 and vw["stopped_by_wall"]
     assert "same wall time as discrete LPC" in vw["budget"]
+    for name in ("discrete", "pc", "vae", "vae-wall"):          # trained in this run (by a worker), not from a cache
+        assert m[name]["training"]["cached"] is False and m[name]["training"]["trained_by"] == "worker", name
 
 
 def test_same_wall_time_vae_matches_discrete_lpc_wall_time(ideal_run):
@@ -184,14 +193,15 @@ def test_collapsed_and_diverged_rows_are_flagged_and_not_ranked(tmp_path, ideal_
         raise DivergenceError("Langevin chain diverged at step 3: non-finite z in chain 0, latent unit 5", step=3)
 
     methods = study.default_methods(study.StudyConfig(noise="ideal"))[:1] + [
-        study.Method("constant", "constant grey", "circuit", constant),
+        study.Method("constant", "constant grey", "circuit", constant, pretrain=True),
         study.Method("nan", "NaN samples", "vae", nan),
-        study.Method("boom", "diverging circuit", "circuit", diverging),
+        study.Method("boom", "diverging circuit", "circuit", diverging, pretrain=True),   # diverges in a worker
     ]
     cfg = study.StudyConfig(noise="ideal", quick=True, feature="classifier", out=str(tmp_path / "bad"),
                             cache_dir=str(root / "cache"),
                             model=str(next((out / "models").glob("discrete-*")) / "checkpoint.pt"))
     rep = study.run_study(cfg, log=lambda s: None, methods=methods)
+    assert rep["train_workers"] == 2
     m = rep["methods"]
     assert m["discrete"]["status"] == "learned" and m["discrete"]["ranked"]
     assert m["constant"]["status"] == "collapsed" and not m["constant"]["ranked"]

@@ -32,6 +32,8 @@ class StudyConfig:
     threads: int | None = 1                    # torch threads for training and posterior (many small ops: on a shared
                                                # 2-core CPU a second thread made a batch 4-10x slower, bench/RESULTS.md);
                                                # None = torch's default. Metrics use torch's default (large convs)
+    train_workers: int | None = None           # rows training side by side in forked processes (None: as many
+                                               # `threads`-thread processes as fit 2 cores; 1 = sequential)
     learning: str = "hardware-aware,deploy"    # analog learning modes of the circuit rows (circuits.modes): a comma list
                                                # of deploy, hardware-aware, in-memory, or "all". Default: the two that fit
                                                # the 10-minute CPU budget (deploy reuses discrete LPC's training)
@@ -129,6 +131,9 @@ def check_inputs(cfg: StudyConfig, method_names=None) -> Path:
         raise StudyError(f"tau-e must be a non-negative finite number of seconds, got {cfg.tau_e!r}")
     if cfg.threads is not None and (isinstance(cfg.threads, bool) or not isinstance(cfg.threads, int) or cfg.threads < 1):
         raise StudyError(f"threads must be a positive integer, got {cfg.threads!r}")
+    if cfg.train_workers is not None and (isinstance(cfg.train_workers, bool) or not isinstance(cfg.train_workers, int)
+                                          or cfg.train_workers < 1):
+        raise StudyError(f"train-workers must be a positive integer, got {cfg.train_workers!r}")
     if cfg.posterior_steps // cfg.record_every < 8:
         raise StudyError("posterior_steps / record_every must give at least 8 records")
     if cfg.spread_chains < 2:

@@ -9,7 +9,9 @@ circuit learning mode::
 
 and ``run_study(cfg, methods=default_methods(cfg, noise) + [that])`` (or an entry in ``default_methods``).
 ``train(ctx) -> Trained`` may raise ``NotRun`` (row "not run", reason given) or ``DivergenceError`` (row
-"diverged"; for a ``required`` row the study stops).  ``posterior(ctx, inputs) -> PosteriorRun`` samples the
+"diverged"; for a ``required`` row the study stops).  ``pretrain=True`` marks a train() that caches its model
+(``train.fit_cached``): it may first run in a worker process beside another row (``parallel.pretrain``),
+with its ``after`` rows loaded from their caches.  ``posterior(ctx, inputs) -> PosteriorRun`` samples the
 discrete-LPC model from the shared warm starts.
 """
 from __future__ import annotations
@@ -33,6 +35,8 @@ class Method:
     train: Callable                             # (StudyContext) -> Trained
     posterior: Callable | None = None           # (StudyContext, PosteriorInputs) -> PosteriorRun
     required: bool = False                      # its divergence stops the study (the reference row)
+    pretrain: bool = False                      # train() caches its model on disk: it may run in a worker process first
+    after: tuple = ()                           # rows whose trained models train() uses (ctx.trained[...])
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -54,6 +58,8 @@ class StudyContext:
     log: Callable = print
     trained: dict = field(default_factory=dict)  # name -> Trained, in table order (rows trained so far)
     preconditioner: dict = field(default_factory=dict)
+    train_walls: dict = field(default_factory=dict)  # name -> training wall seconds in this run (workers overlap)
+    train_workers: int = 1
 
     @staticmethod
     def slug(name: str) -> str:
@@ -82,7 +88,7 @@ def mode_methods(cfg) -> list[Method]:
     circuit row when the noise model has no weight devices (the modes then coincide)."""
     label = noise_label(cfg)
     if not _has_weight_devices(cfg):
-        return [Method("circuit", f"circuit · {label}", "circuit", train_circuit, circuit_posterior)]
+        return [Method("circuit", f"circuit · {label}", "circuit", train_circuit, circuit_posterior, pretrain=True)]
     rows = []
     for i, mode in enumerate(cfg.learning_modes()):
         name = "circuit" if i == 0 else f"circuit-{mode}"
@@ -94,7 +100,7 @@ def mode_methods(cfg) -> list[Method]:
 
         def post(ctx, inp, name=name):
             return device_posterior(ctx, inp, name)
-        rows.append(Method(name, f"circuit · {label} · {mode}", "circuit", train, post))
+        rows.append(Method(name, f"circuit · {label} · {mode}", "circuit", train, post, pretrain=mode != "deploy"))
     return rows
 
 
@@ -105,10 +111,11 @@ def default_methods(cfg) -> list[Method]:
         Method("circuit-ideal", "circuit · ideal", "circuit", train_ideal_circuit,
                lambda ctx, inp: circuit_posterior(ctx, inp, name="circuit-ideal", noise="ideal"))]
     return [
-        Method("discrete", "discrete LPC", "lpc", train_discrete, discrete_posterior, required=True),
+        Method("discrete", "discrete LPC", "lpc", train_discrete, discrete_posterior, required=True,
+               pretrain=not cfg.model),
         *ideal,
         *mode_methods(cfg),
-        Method("pc", "PC (T = 0)", "pc", train_pc),
-        Method("vae", "VAE · same steps", "vae", train_vae),
-        Method("vae-wall", "VAE · same wall time", "vae", train_vae_same_wall),
+        Method("pc", "PC (T = 0)", "pc", train_pc, pretrain=True),
+        Method("vae", "VAE · same steps", "vae", train_vae, pretrain=True),
+        Method("vae-wall", "VAE · same wall time", "vae", train_vae_same_wall, pretrain=True, after=("discrete",)),
     ]

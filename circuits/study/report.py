@@ -317,10 +317,18 @@ def render_markdown(report: dict) -> str:
     for name, r in m.items():
         for stage, msg in (r.get("errors") or {}).items():
             lines.append(f"- **{r['label']}, {stage} diverged:** {msg.splitlines()[0]}")
-    stages = report.get("stages") or {}
+    stages, cpu = report.get("stages") or {}, report.get("stages_cpu") or {}
     if stages:
-        lines += ["", "## Run time by stage", "", "| stage | wall s |", "|---|---|"]
-        lines += [f"| {k} | {v:.1f} |" for k, v in stages.items()]
+        lines += ["", "## Run time by stage", "",
+                  f"On {report.get('device', '?')}; training and sampling with {_num((report.get('threads') or {}).get('training_and_sampling'))} "
+                  f"torch thread(s) per process, {_num(report.get('train_workers', 1))} training process(es) side by side; "
+                  f"CPU s counts this process and its finished workers (on a shared machine nearer to the unloaded cost "
+                  f"than the wall time).", "", "| stage | wall s | CPU s |", "|---|---|---|"]
+        lines += [f"| {k} | {v:.1f} | {_num(cpu.get(k), 4)} |" for k, v in stages.items()]
+        walls = report.get("stages_training") or {}
+        if walls:
+            lines += ["", "Training wall time per row in this run (s; rows in workers overlap; a cached row only loads): "
+                      + ", ".join(f"{m[k]['label'] if k in m else k} {v:.1f}" for k, v in walls.items()) + "."]
     lines += [
         "",
         "## Figures",

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 import traceback
@@ -23,16 +24,27 @@ from .report import add_row, render_markdown, verdict
 from .train import NotRun
 
 
+def _cpu_s() -> float:
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 class Stages(dict):
-    """Wall seconds per stage, in the order the stages ran."""
+    """Wall seconds per stage, in the order the stages ran; ``cpu``: CPU seconds of the same stages (this
+    process and its finished workers; on a shared machine nearer to the unloaded cost than the wall time)."""
+
+    def __init__(self):
+        super().__init__()
+        self.cpu = {}
 
     @contextmanager
     def time(self, name: str):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), _cpu_s()
         try:
             yield
         finally:
             self[name] = self.get(name, 0.0) + time.perf_counter() - t0
+            self.cpu[name] = self.cpu.get(name, 0.0) + _cpu_s() - c0
 
 
 @contextmanager
@@ -80,7 +92,7 @@ def _run(cfg: StudyConfig, out: Path, noise, log, methods) -> dict:
 
     from .. import plots
 
-    t_start = time.perf_counter()
+    t_start, cpu_start = time.perf_counter(), _cpu_s()
     stages = Stages()
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
@@ -152,7 +164,11 @@ def _run(cfg: StudyConfig, out: Path, noise, log, methods) -> dict:
     }
     report["verdict"] = verdict(report)
     stages["total"] = time.perf_counter() - t_start
+    stages.cpu["total"] = _cpu_s() - cpu_start
     report["stages"] = dict(stages)
+    report["stages_cpu"] = dict(stages.cpu)
+    report["stages_training"] = {n: ctx.train_walls.get(n) for n in ctx.trained if n in ctx.train_walls}
+    report["train_workers"] = ctx.train_workers
     report["wall_s"] = stages["total"]
     atomic_write_text(out / "report.md", render_markdown(report))
     atomic_write_text(out / "report.json", json.dumps(report, indent=2, default=_json_default))  # last: marks success
@@ -160,14 +176,39 @@ def _run(cfg: StudyConfig, out: Path, noise, log, methods) -> dict:
 
 
 def _train(ctx, methods, parts, stages):
-    """1. Every row's training, in table order; returns the reference row's (discrete LPC's) Trained."""
+    """1. Every row's training; returns the reference row's (discrete LPC's) Trained.
+
+    Rows marked ``pretrain`` first train in parallel workers (``parallel.pretrain``: ``cfg.train_workers``, default
+    as many one-thread processes as fit 2 cores); the sequential pass in table order then loads their cached
+    models, records their outcomes and trains every other row.  ``ctx.train_walls``: each row's training wall
+    time in this run (rows in workers overlap).
+    """
+    from . import parallel
+
     cfg, log = ctx.cfg, ctx.log
-    for i, m in enumerate(methods, 1):
-        if m.name in cfg.skip:
-            parts[m.name]["not_run"] = "skipped (--skip)"
-            continue
-        log(f"[train {i}/{len(methods)}] {m.label}")
-        with stages.time(f"train: {m.name}"):
+    workers = cfg.train_workers or parallel.default_workers(cfg.threads)
+    outcomes = {}
+    if workers > 1:
+        with stages.time(f"training: {workers} workers in parallel"):
+            outcomes = parallel.pretrain(ctx, methods, workers, cfg.threads or 1, cfg.skip)
+    ctx.train_walls = {n: o["wall_s"] for n, o in outcomes.items()}
+    ctx.train_workers = workers if outcomes else 1
+    with stages.time("training: sequential pass" if outcomes else "training"):
+        for i, m in enumerate(methods, 1):
+            if m.name in cfg.skip:
+                parts[m.name]["not_run"] = "skipped (--skip)"
+                continue
+            o = outcomes.get(m.name, {})
+            if o.get("status") == "not_run":
+                parts[m.name]["not_run"] = o["message"]
+                continue
+            if o.get("status") == "diverged":
+                if m.required:
+                    raise DivergenceError(o["message"], step=o.get("step"), chain=o.get("chain"), unit=o.get("unit"))
+                parts[m.name]["errors"]["training"] = o["message"]
+                continue
+            log(f"[train {i}/{len(methods)}] {m.label}" + (" (trained by a worker: loading)" if o else ""))
+            t0 = time.perf_counter()
             try:
                 ctx.trained[m.name] = m.train(ctx)
             except NotRun as e:
@@ -178,6 +219,11 @@ def _train(ctx, methods, parts, stages):
                     raise
                 parts[m.name]["errors"]["training"] = str(e)   # a finding, not a crash: the other rows still run
                 log(f"      {m.label} training diverged: {str(e).splitlines()[0]}")
+            if not o:
+                ctx.train_walls[m.name] = time.perf_counter() - t0
+            elif m.name in ctx.trained and ctx.trained[m.name].training is not None:
+                # loaded here from what the worker trained: "cached" is whether the *worker* found it cached
+                ctx.trained[m.name].training.update(cached=o.get("cached", False), trained_by="worker")
     for tr in ctx.trained.values():
         tr.model.eval(), tr.encoder.eval()
     return ctx.trained["discrete"]
@@ -252,6 +298,8 @@ def build_parser():
     p.add_argument("--skip", default="", help="comma-separated method rows not to run, e.g. vae-wall,pc (reported as not run)")
     p.add_argument("--threads", type=int, help="torch threads for training and sampling (default 1: on a shared 2-core CPU "
                                                "a second thread slows batch-64 steps several-fold; metrics use all cores)")
+    p.add_argument("--train-workers", type=int, help="processes training rows side by side (default: as many one-thread "
+                                                     "processes as fit 2 cores; 1 = one after the other)")
     p.add_argument("--n-samples", type=int)
     p.add_argument("--train-batches", type=int)
     p.add_argument("--langevin-steps", type=int)
@@ -269,7 +317,7 @@ def config_from_args(args) -> StudyConfig:
                       skip=[s.strip() for s in args.skip.split(",") if s.strip()])
     cfg.apply_quick()
     for name in ("tau_z", "tau_e", "n_samples", "train_batches", "langevin_steps", "posterior_steps", "preconditioner",
-                 "threads"):
+                 "threads", "train_workers"):
         if getattr(args, name) is not None:
             setattr(cfg, name, getattr(args, name))
     cfg.quick = False  # already applied; flags above override the quick sizes
@@ -287,6 +335,7 @@ def print_summary(report: dict, out: Path) -> None:
     print()
     print(text[1])
     print("\nstage times (s): " + ", ".join(f"{k} {v:.1f}" for k, v in report["stages"].items()))
+    print("training wall per row (s): " + ", ".join(f"{k} {v:.1f}" for k, v in report["stages_training"].items()))
     print(f"\nreport: {out / 'report.md'} ({report['wall_s']:.0f} s)")
 
 

@@ -19,6 +19,9 @@ import torch
 from neuro_lpc.config import TrainConfig, atomic_write_text
 
 
+PROGRESS = True   # tqdm bars while training (off in parallel workers)
+
+
 class NotRun(RuntimeError):
     """A method row that cannot run in this configuration (the message says why); reported as "not run"."""
 
@@ -86,7 +89,7 @@ def fit_cached(trainer, train_set, folder: Path) -> FitResult:
         return FitResult(hist, float(done["wall_s"]), True, bool(done.get("stopped_by_wall")), trainer.global_step)
     t0 = time.perf_counter()
     resume = ckpt.is_file()
-    hist = trainer.fit(train_set, resume=resume, progress=True)
+    hist = trainer.fit(train_set, resume=resume, progress=PROGRESS)
     wall = time.perf_counter() - t0
     if resume and "wall_s" in done:  # resumed after a crash: the earlier part's wall time is not known exactly
         wall = max(wall, float(done["wall_s"]))
