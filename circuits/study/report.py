@@ -300,7 +300,7 @@ def render_markdown(report: dict) -> str:
         f"(batches × T for LPC, PC and the circuit; batches for the VAE). The same-wall-time VAE trains until the "
         f"discrete LPC's training wall time is spent.",
         "",
-        "## Posterior (all rows sample the discrete-LPC model: same test images, same warm starts)",
+        "## Posterior (same test images; rows sample the discrete-LPC model from the same warm starts, analog learning-mode rows their own model on its device)",
         "",
         *posterior_table(report),
         "",
