@@ -83,3 +83,17 @@ def test_repeated_images_pass_through_the_network_once(networks):
         fast.network = inner
     assert rows == [2] and features.shape == (6, 2048)
     assert all(torch.equal(features[i], features[0]) for i in (1, 2, 3, 5)) and not torch.equal(features[4], features[0])
+
+
+def test_threads_option_sets_and_restores_torch_threads(networks):
+    _, fast = networks
+    seen, inner, before = [], fast.network, torch.get_num_threads()
+    fast.network = lambda x: (seen.append(torch.get_num_threads()), inner(x))[1]
+    fast.threads = 1
+    try:
+        fast(torch.zeros(1, 1, 28, 28))
+    finally:
+        fast.network, fast.threads = inner, None
+    assert seen == [1] and torch.get_num_threads() == before
+    with pytest.raises(ValueError, match="threads"):
+        InceptionFeatures("cpu", threads=0)

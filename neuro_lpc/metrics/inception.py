@@ -209,10 +209,18 @@ class InceptionFeatures:
     3. bilinear resize to 299x299 (``F.interpolate``, align_corners=False, no antialiasing);
     4. network input (v - 128) / 128, in [-1, 127/128] (``FID_INCEPTION_INPUT_RANGE``).
 
+    (Grey images are resized and scaled before the repeat: per-channel operations, so the result
+    is identical and the resize costs a third.)
+
     ``precision`` picks the network (module docstring): ``"auto"`` (default: ``"fast"`` on CPU,
     ``"fp32"`` on GPU), ``"fp32"`` (the exact TorchScript reference) or ``"fast"``. ``key`` names the
     features for caches: ``inception-q<0|1>`` for fp32, ``inception-q<0|1>-fast`` for the fast path,
     so real statistics of one are never used with the other.
+
+    ``threads`` (CPU only): torch intra-op threads for the feature pass, restored afterwards (None:
+    torch's current setting). On the shared 2-core machine one thread beat two by 1.2-3x while other
+    processes kept a core busy (7.2 against 2.4-6.0 images/s); on a quiet machine two threads gave
+    13-14 images/s, more than one core can (bench/RESULTS.md).
 
     Calling it returns a float32 CPU tensor (N, 2048); batches of ``batch_size`` under no_grad, with
     a tqdm bar when ``progress`` is True (default: for N >= 500). Exactly repeated images are passed
@@ -224,9 +232,12 @@ class InceptionFeatures:
     dim = 2048
 
     def __init__(self, device="cpu", batch_size: int = 32, quantize: bool = True, progress: bool | None = None, path=None,
-                 precision: str = "auto"):
+                 precision: str = "auto", threads: int | None = None):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
+        self.threads = threads
         self.device = torch.device(device)
         self.precision = resolve_precision(precision, self.device)
         self.batch_size, self.quantize, self.progress = int(batch_size), bool(quantize), progress
@@ -240,19 +251,29 @@ class InceptionFeatures:
         v = (images.to(self.device, torch.float32).clamp(-1.0, 1.0) + 1.0) * 127.5
         if self.quantize:
             v = v.round()
-        if v.shape[1] == 1:
-            v = v.expand(-1, 3, -1, -1)
-        if v.shape[-2:] != (FID_INCEPTION_SIZE, FID_INCEPTION_SIZE):
+        if v.shape[-2:] != (FID_INCEPTION_SIZE, FID_INCEPTION_SIZE):  # per channel: resizing grey before repeating is exact
             v = F.interpolate(v, size=(FID_INCEPTION_SIZE, FID_INCEPTION_SIZE), mode="bilinear", align_corners=False)
-        return (v - 128.0) / 128.0
+        v = (v - 128.0) / 128.0
+        return v.expand(-1, 3, -1, -1) if v.shape[1] == 1 else v
 
-    @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         images = _check_images(images, (1, 3))
         n = images.shape[0]
         unique, inverse = torch.unique(images.reshape(n, -1), dim=0, return_inverse=True)
         if unique.shape[0] < n:  # exact repeats (a collapsed set): each distinct image once
             return self(unique.reshape(-1, *images.shape[1:]))[inverse]
+        if self.threads is None or self.device.type != "cpu":
+            return self._features(images)
+        previous = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+        try:
+            return self._features(images)
+        finally:
+            torch.set_num_threads(previous)
+
+    @torch.no_grad()
+    def _features(self, images: torch.Tensor) -> torch.Tensor:
+        n = images.shape[0]
         show = self.progress if self.progress is not None else n >= 500
         out = []
         for s in tqdm(range(0, n, self.batch_size), disable=not show, desc="inception features", unit="batch"):
