@@ -1,6 +1,7 @@
 """Shared input checks and file helpers of :mod:`neuro_lpc.metrics`."""
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
@@ -56,3 +57,18 @@ def _atomic_write(path: Path, write: Callable) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """Run the block with ``n`` torch intra-op threads, then restore the previous setting.
+
+    For symmetric eigenproblems: on the shared 2-core machine LAPACK's multithreaded
+    tridiagonalisation of a 500 x 500 matrix took 0.9-2.7 s against 0.06-0.1 s on one thread.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

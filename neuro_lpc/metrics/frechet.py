@@ -15,7 +15,8 @@ the non-zero eigenvalues of S1 S2 are those of the symmetric PSD matrices (C = X
     Yc S1 Yc^T / (m - 1) = C^T C / ((n - 1)(m - 1))      (m x m)
     S2^{1/2} S1 S2^{1/2}                                 (D x D)
 
-so tr (S1 S2)^{1/2} = sum_i sqrt(lambda_i) of whichever is smallest (``numpy.linalg.eigvalsh``). This
+so tr (S1 S2)^{1/2} = sum_i sqrt(lambda_i) of whichever is smallest (``torch.linalg.eigvalsh``, float64,
+on one thread: see :func:`._util.torch_threads`). This
 is the same number (docs/metrics.md: < 1e-6 relative on Inception features) at a fraction of the
 cost: a general ``sqrtm`` of a 2048 x 2048 product takes ~2 minutes on 2 shared cores, the 500 x 500
 eigenproblem well under a second. :func:`evaluate_samples` uses it.
@@ -30,8 +31,9 @@ import warnings
 
 import numpy as np
 import scipy.linalg
+import torch
 
-from ._util import _as_features, _as_float64
+from ._util import _as_features, _as_float64, torch_threads
 
 
 def feature_statistics(features) -> tuple[np.ndarray, np.ndarray]:
@@ -70,13 +72,15 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
 
 def _psd_sqrt(s: np.ndarray) -> np.ndarray:
     """Symmetric square root of a PSD matrix (negative round-off eigenvalues clipped to 0)."""
-    w, v = np.linalg.eigh(s)
+    with torch_threads(1):
+        w, v = (t.numpy() for t in torch.linalg.eigh(torch.from_numpy((s + s.T) / 2)))
     return (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
 
 
 def _sum_sqrt_eig(gram: np.ndarray) -> float:
-    """sum_i sqrt(lambda_i) of a symmetric PSD matrix (round-off negatives clipped to 0)."""
-    eig = np.linalg.eigvalsh((gram + gram.T) / 2)
+    """sum_i sqrt(lambda_i) of a symmetric PSD matrix (round-off negatives clipped to 0); one thread."""
+    with torch_threads(1):
+        eig = torch.linalg.eigvalsh(torch.from_numpy((gram + gram.T) / 2)).numpy()
     return float(np.sqrt(np.clip(eig, 0.0, None)).sum())
 
 

@@ -51,19 +51,26 @@ def kth_neighbour_radii(features: torch.Tensor, k: int) -> torch.Tensor:
 
 def _bootstrap_density_coverage(pairs_real: torch.Tensor, pairs_fake: torch.Tensor, counts: torch.Tensor,
                                 n: int, k: int, n_boot: int, seed: int) -> tuple[float, float]:
-    """SEs of density and coverage under resampling the fakes (module docstring)."""
+    """SEs of density and coverage under resampling the fakes (module docstring).
+
+    Weights W (B, M) = ``default_rng(seed).multinomial(M, [1/M] * M, size=B)``; density_b =
+    W_b . c / (k M); coverage_b counts the real balls with at least one pair whose fake has W > 0
+    (pairs sorted by ball, ``logical_or.reduceat`` per ball, in blocks of replicates).
+    """
     m = counts.shape[0]
-    rng = np.random.default_rng(seed)
-    counts64 = counts.cpu().double()
-    pr, pf = pairs_real.cpu(), pairs_fake.cpu()
-    dens, cov = [], []
-    for _ in range(n_boot):
-        w = torch.from_numpy(rng.multinomial(m, np.full(m, 1.0 / m))).double()
-        dens.append(float((w * counts64).sum() / (k * m)))
-        covered = torch.zeros(n, dtype=torch.bool)
-        covered[pr[w[pf] > 0]] = True
-        cov.append(float(covered.double().mean()))
-    return float(np.std(dens, ddof=1)), float(np.std(cov, ddof=1))
+    weights = np.random.default_rng(seed).multinomial(m, np.full(m, 1.0 / m), size=n_boot)  # (B, M)
+    density = weights @ counts.cpu().numpy().astype(np.float64) / (k * m)
+    coverage = np.zeros(n_boot)
+    pr, pf = pairs_real.cpu().numpy(), pairs_fake.cpu().numpy()
+    if pr.size:
+        order = np.argsort(pr, kind="stable")
+        pr, pf = pr[order], pf[order]
+        starts = np.flatnonzero(np.r_[True, pr[1:] != pr[:-1]])  # first pair of each covered ball
+        block = max(1, (1 << 24) // pr.size)
+        for s in range(0, n_boot, block):
+            present = weights[s : s + block][:, pf] > 0  # (block, pairs)
+            coverage[s : s + block] = np.logical_or.reduceat(present, starts, axis=1).sum(axis=1) / n
+    return float(np.std(density, ddof=1)), float(np.std(coverage, ddof=1))
 
 
 def density_coverage(real_features, fake_features, k: int = 5, device="cpu", *, bootstrap: int = 0,
