@@ -48,6 +48,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from .distributed import shard_randn
 from .errors import DivergenceError
 from .model import GenerativeModel
 
@@ -262,7 +263,7 @@ class LangevinSampler:
                 k = (t - 1) // record_every - 1
                 lj_tr[k] = lj.detach()
                 sn_tr[k] = s.norm(dim=1)
-            n = torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
+            n = shard_randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)  # torch.randn off DDP
             if beta is None:
                 z.add_(s, alpha=gamma).add_(n, alpha=noise_scale)
             elif freeze_at is not None and t > freeze_at:   # "frozen": ULA with the fixed diagonal G

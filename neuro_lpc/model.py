@@ -14,6 +14,7 @@ import math
 import torch
 from torch import nn
 
+from .distributed import shard_randn
 from .likelihoods import LOG_2PI, Likelihood
 
 
@@ -132,4 +133,5 @@ class GenerativeModel(nn.Module):
     def prior_sample(self, n: int, generator: torch.Generator | None = None, like: torch.Tensor | None = None):
         dev = like.device if like is not None else next(self.parameters()).device
         dt = like.dtype if like is not None else next(self.parameters()).dtype
-        return self.prior_std * torch.randn(n, self.latent_dim, generator=generator, device=dev, dtype=dt)
+        # shard_randn is torch.randn except in a data-parallel rank (neuro_lpc.distributed: the global batch's draw)
+        return self.prior_std * shard_randn((n, self.latent_dim), generator=generator, device=dev, dtype=dt)

@@ -17,6 +17,7 @@ import math
 
 import torch
 
+from .distributed import shard_randn
 from .likelihoods import LOG_2PI
 from .model import GenerativeModel
 
@@ -41,7 +42,7 @@ def kl_to_prior(mean: torch.Tensor, var: torch.Tensor, prior_std: float) -> torc
 
 
 def reparameterise(mean, var, generator=None):
-    eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+    eps = shard_randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)  # = torch.randn off DDP
     return mean + var.sqrt() * eps
 
 

@@ -157,6 +157,13 @@ class Trainer:
             save_image((imgs.clamp(-1, 1) + 1) / 2, path, nrow=int(math.ceil(math.sqrt(n))))
 
     # ----------------------------------------------------------------- loop
+    def make_epoch_loader(self, train_dataset):
+        """The loader of epoch ``self.epoch``: its order fixed by the seed and the epoch (the data-parallel
+        trainer of neuro_lpc.distributed overrides this with its shard of the same order)."""
+        from .data import make_loader
+
+        return make_loader(train_dataset, self.config.batch_size, shuffle=True, seed=self.config.seed * 100003 + self.epoch)
+
     def fit(self, train_dataset, epochs: int | None = None, resume: bool = False, progress: bool = True) -> list[dict]:
         """Train for ``epochs`` (default config.epochs) epochs in total; with ``resume`` continue from
         ``out_dir/checkpoint.pt``.  Returns per-step metric records of this call.
@@ -191,7 +198,7 @@ class Trainer:
         self.stopped_by_wall = False
         budget = self.config.max_wall_s
         while self.epoch < epochs and not self.stopped_by_wall:
-            loader = make_loader(train_dataset, self.config.batch_size, shuffle=True, seed=self.config.seed * 100003 + self.epoch)
+            loader = self.make_epoch_loader(train_dataset)
             nb = len(loader) if self.config.max_batches_per_epoch is None else min(len(loader), self.config.max_batches_per_epoch)
             bar = tqdm(total=nb, desc=f"{self.method} epoch {self.epoch + 1}/{epochs}", disable=not progress, leave=False)
             for i, (x, _) in enumerate(loader):
