@@ -61,8 +61,10 @@ from neuro_lpc.errors import CheckpointError, DivergenceError
 from neuro_lpc.langevin import SampleResult
 from neuro_lpc.objectives import reparameterise, warm_start_loss
 from neuro_lpc.train import Trainer, read_checkpoint, restore_networks
+from neuro_lpc.validation import LIMITS, check_int, check_number
 
 from .circuit import ERROR_FORMS, LEARNING_RULES, Circuit, CircuitConfig
+from .config import check_dt_static
 from .modes import LEARNING_MODES, check_learning_mode, deployed_model, program_array, split_weight_sources
 from .noise import NoiseModel
 from .noise.devices import AnalogArray
@@ -159,11 +161,7 @@ class CircuitTrainConfig(TrainConfig):
         # the inherited fields, checked by TrainConfig's own rules (it knows the methods lpc and vae only)
         TrainConfig.validate(dataclasses.replace(self, method="lpc", precondition=None))
         for name in ("presentation_steps", "record_every", "check_every"):
-            v = getattr(self, name)
-            if v is None and name == "presentation_steps":
-                continue
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+            check_int(name, getattr(self, name), hi=LIMITS["steps"], allow_none=name == "presentation_steps")
         if self.record_every > self.resolved_steps:
             raise ValueError(f"record_every={self.record_every} exceeds presentation_steps={self.resolved_steps}")
         if not _finite_positive(self.tau_z):
@@ -174,6 +172,8 @@ class CircuitTrainConfig(TrainConfig):
             raise ValueError(f"dt must be a positive finite number of seconds, got {self.dt!r}")
         if not isinstance(self.online, bool) or not isinstance(self.online_adam, bool):
             raise ValueError(f"online and online_adam must be true/false, got {self.online!r}, {self.online_adam!r}")
+        check_number("tau_theta", self.tau_theta, lo=0, lo_open=True, allow_none=True, allow_inf=True, unit=" of seconds")
+        check_number("precondition_tau", self.precondition_tau, lo=0, lo_open=True, unit=" of seconds")
         if self.online:
             t = self.tau_theta
             if isinstance(t, bool) or not isinstance(t, (int, float)) or not (t > 0) or math.isnan(t):
@@ -190,7 +190,7 @@ class CircuitTrainConfig(TrainConfig):
             self.noise = self.noise.to_dict()
         if not isinstance(self.noise, (str, dict)):
             raise ValueError(f"noise must be a preset name or a noise-config dict, got {type(self.noise).__name__}")
-        self.circuit_config()  # every circuit field (noise preset, time constants, precondition, ...)
+        check_dt_static(self.circuit_config(), self.prior_std)  # every circuit field, and the dt bounds known now
         check_learning_mode(self.learning)
         for name in ("deploy_time", "seconds_per_batch"):
             v = getattr(self, name)
