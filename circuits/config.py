@@ -16,7 +16,7 @@ import torch
 from .noise import NoiseModel
 from .timescales import TimescaleModel, Uniform, make_timescales
 
-__all__ = ["CircuitConfig", "ERROR_FORMS", "LEARNING_RULES", "PRECONDITION", "PRECONDITIONERS"]
+__all__ = ["CircuitConfig", "ERROR_FORMS", "LEARNING_RULES", "PRECONDITION", "PRECONDITIONERS", "check_dt_static"]
 
 ERROR_FORMS = ("error", "bogacz")
 LEARNING_RULES = ("hebbian", "exact")
@@ -94,7 +94,10 @@ class CircuitConfig:
         _number("precondition_tau", self.precondition_tau, positive=True)
         _number("precondition_delta", self.precondition_delta, positive=True)
         pc = self.precondition
-        if pc not in PRECONDITION and not (isinstance(pc, float) and 0 <= pc < 1):
+        # bools and "rms" by identity: 1.0 == True and 1 == True must not pass as "on" (a beta of 1 never decays)
+        named = pc is None or isinstance(pc, bool) or (isinstance(pc, str) and pc == "rms")
+        beta = not isinstance(pc, bool) and isinstance(pc, (int, float)) and math.isfinite(pc) and 0 <= pc < 1
+        if not (named or beta):
             raise ValueError(f"CircuitConfig: precondition must be None, False, True, 'rms' or a decay beta in [0, 1), "
                              f"got {pc!r}")
         if self.preconditioner not in PRECONDITIONERS:
@@ -182,3 +185,24 @@ class CircuitConfig:
         if unknown:
             raise ValueError(f"CircuitConfig: unknown field(s) {unknown}; known: {sorted(names)}")
         return cls(**dict(d)).validate()
+
+
+def check_dt_static(config: CircuitConfig, prior_std: float = 1.0) -> None:
+    """The Euler-Maruyama stability bounds that need no network, checked before any work.
+
+    ``circuits.integrate.stable_dt_bound`` on the built circuit is the full check; the bounds that depend only
+    on the configuration are: value units dt < 2 tau_z s_p^2, error units (form "error", tau_e > 0)
+    dt < 2 tau_e, gain units dt < 2 tau_m. With heterogeneous time constants tau_z / tau_e are medians and
+    the smallest unit is faster, so these are necessary conditions: a dt they refuse is unstable for every
+    draw, and the circuit's own check still runs on the actual units.
+    """
+    dt = float(config.dt)
+    bounds = [(2 * float(config.tau_z) * float(prior_std) ** 2, f"the value units (tau_z = {config.tau_z:g} s)")]
+    if config.tau_e and config.error_form == "error":
+        bounds.append((2 * float(config.tau_e), f"the error units (tau_e = {config.tau_e:g} s)"))
+    if config.preconditioned:
+        bounds.append((2 * config.gain_tau(), f"the gain units (tau_m = {config.gain_tau():g} s)"))
+    bound, what = min(bounds, key=lambda b: b[0])
+    if not dt < bound:
+        raise ValueError(f"dt={dt:g} s is unstable for Euler-Maruyama: {what} needs dt < {bound:.4g} s "
+                         f"(dt <= {bound / 10:.3g} s for accuracy)")

@@ -3,12 +3,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
-from dataclasses import fields
-from pathlib import Path
 
-from .config import TrainConfig
+from .config import TrainConfig, resolve_device
+from .validation import DEBUG_ENV, OneLineParser, check_out_dir, check_path_text, cli_boundary
 
 # CLI flag -> TrainConfig field (flags default to None so that only given flags override a --config file)
 _FLAGS = {
@@ -26,7 +23,8 @@ _FLAGS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Train a generative model with discrete Langevin predictive coding or as a VAE.")
+    p = OneLineParser(description="Train a generative model with discrete Langevin predictive coding or as a VAE.",
+                      epilog=f"Errors are one line; --debug (or {DEBUG_ENV}=1) shows the traceback.")
     p.add_argument("--out", required=True, help="output folder (checkpoints, metrics.jsonl, config.json, sample grids)")
     p.add_argument("--config", help="a config.json written by an earlier run (flags given here override it)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
@@ -38,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args) -> TrainConfig:
+    """The run's config: the --config file (if any), then the flags given; validated field by field."""
+    if args.config is not None:
+        check_path_text("--config", args.config)
     cfg = TrainConfig.from_file(args.config).to_dict() if args.config else TrainConfig().to_dict()
     for name in _FLAGS:
         v = getattr(args, name)
@@ -48,24 +49,31 @@ def config_from_args(args) -> TrainConfig:
     return TrainConfig.from_dict(cfg).validate()
 
 
-def train_main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        cfg = config_from_args(args)
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        if not os.access(out, os.W_OK):
-            raise PermissionError(f"output folder is not writable: {out}")
-        from .data import load_dataset
-        from .train import TRAINERS, build_model
+def prepare(argv=None):
+    """Parse and check everything a run needs before any work: (args, config, output folder).
 
-        train, _test, info = load_dataset(cfg.dataset, root=cfg.data_root, download=cfg.download)
-        model, encoder = build_model(cfg, info.image_size, info.channels)
-        trainer = TRAINERS[cfg.method](model, encoder, cfg, out_dir=out)
-        history = trainer.fit(train, resume=args.resume, progress=not args.quiet)
-    except (ValueError, FileNotFoundError, PermissionError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    Raises ValueError (one line) on any bad flag, config key, device or output folder."""
+    args = build_parser().parse_args(argv)
+    cfg = config_from_args(args)
+    resolve_device(cfg.device)
+    out = check_out_dir(args.out)   # last: creates the folder (a probe file checks it is writable)
+    return args, cfg, out
+
+
+def _train(argv) -> int:
+    args, cfg, out = prepare(argv)
+    from .data import load_dataset
+    from .train import TRAINERS, build_model
+
+    train, _test, info = load_dataset(cfg.dataset, root=cfg.data_root, download=cfg.download)
+    model, encoder = build_model(cfg, info.image_size, info.channels)
+    trainer = TRAINERS[cfg.method](model, encoder, cfg, out_dir=out)
+    history = trainer.fit(train, resume=args.resume, progress=not args.quiet)
     last = history[-1] if history else {}
     print(json.dumps({"out": str(out), "epochs": trainer.epoch, "steps": trainer.global_step, "last": last}))
     return 0
+
+
+def train_main(argv=None) -> int:
+    """``sims/train_lpc.py``: every error ends as one line on stderr (exit 2: bad input, 1: the run failed)."""
+    return cli_boundary(_train, argv)

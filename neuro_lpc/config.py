@@ -46,32 +46,46 @@ class TrainConfig:
     log_every: int = 1
 
     def validate(self) -> "TrainConfig":
+        """Check every field's type and range (one-line ValueError naming the field); returns self.
+
+        Sizes that would hang a run (T, grids, batch) are bounded by ``neuro_lpc.validation.LIMITS``."""
+        from .data import DATASETS
         from .likelihoods import LIKELIHOODS
         from .objectives import check_objective
+        from .validation import LIMITS, check_bool, check_choice, check_device, check_int, check_number, check_text
 
         if self.method not in ("lpc", "vae"):
             raise ValueError(f"method must be 'lpc' or 'vae', got {self.method!r}")
+        check_choice("dataset", self.dataset, DATASETS)
+        check_text("data_root", self.data_root, allow_none=True)
+        check_bool("download", self.download)
         check_objective(self.warm_start)
-        if self.likelihood not in LIKELIHOODS:
+        if not isinstance(self.likelihood, str) or self.likelihood not in LIKELIHOODS:
             raise ValueError(f"unknown likelihood {self.likelihood!r}; choose one of {sorted(LIKELIHOODS)}")
-        for name in ("epochs", "batch_size", "langevin_steps", "latent_dim"):
-            v = getattr(self, name)
-            if not (isinstance(v, int) and v >= 1):
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
-        for name in ("lr", "step_size", "likelihood_sigma", "prior_std"):
-            v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and v == v and 0 < v < float("inf")):
-                raise ValueError(f"{name} must be a positive finite number, got {v!r}")
+        check_choice("noise_form", self.noise_form, ("correct", "literal"))
+        check_int("epochs", self.epochs, hi=LIMITS["epochs"])
+        check_int("batch_size", self.batch_size, hi=LIMITS["batch_size"])
+        check_int("langevin_steps", self.langevin_steps, hi=LIMITS["steps"])
+        check_int("latent_dim", self.latent_dim, hi=LIMITS["latent_dim"])
+        check_int("prior_init_batches", self.prior_init_batches, lo=0)
+        check_int("max_batches_per_epoch", self.max_batches_per_epoch, hi=LIMITS["batches"], allow_none=True)
+        check_int("seed", self.seed, lo=0, hi=LIMITS["seed"])
+        check_int("sample_grid", self.sample_grid, lo=0, hi=LIMITS["sample_grid"])
+        check_int("log_every", self.log_every)
+        for name in ("lr", "step_size", "likelihood_sigma", "prior_std", "precondition_delta"):
+            check_number(name, getattr(self, name), lo=0, lo_open=True)
+        check_bool("learn_sigma", self.learn_sigma)
+        if self.precondition is not None and not isinstance(self.precondition, str):   # str: a subclass's "rms"
+            check_number("precondition (a decay beta; 0 or null = off)", self.precondition, lo=0, hi=1, hi_open=True)
         t = self.temperature
         # None only where a subclass declares it as its default (CircuitTrainConfig: the noise model's temperature)
         none_ok = t is None and next(f.default for f in fields(self) if f.name == "temperature") is None
-        if not none_ok and (isinstance(t, bool) or not isinstance(t, (int, float)) or not (0 <= t < float("inf"))):
-            raise ValueError(f"temperature must be a finite number >= 0 (0 = noise-free PC), got {t!r}")
-        w = self.max_wall_s
-        if w is not None and (isinstance(w, bool) or not isinstance(w, (int, float)) or not (0 < w < float("inf"))):
-            raise ValueError(f"max_wall_s must be a positive finite number of seconds or None, got {w!r}")
-        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
-            raise ValueError(f"device must be auto, cpu or cuda[:N], got {self.device!r}")
+        if not none_ok:
+            check_number("temperature", t, lo=0)
+        check_number("max_wall_s", self.max_wall_s, lo=0, lo_open=True, allow_none=True, unit=" of seconds")
+        check_number("grad_clip", self.grad_clip, lo=0, lo_open=True, allow_none=True,
+                     unit=" (the largest gradient norm; null = no clipping)")
+        check_device("device", self.device)
         return self
 
     # ------------------------------------------------------------- file I/O
@@ -80,6 +94,8 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
+        if not isinstance(d, dict):
+            raise ValueError(f"a config must be a JSON object of fields, got {type(d).__name__}")
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
@@ -91,13 +107,25 @@ class TrainConfig:
         p = Path(path)
         if not p.is_file():
             raise FileNotFoundError(f"config file not found: {p}")
-        d = json.loads(p.read_text())
-        return cls.from_dict(d.get("config", d))
+        try:
+            d = json.loads(p.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"config file {p} is not valid JSON: {e}") from None
+        except OSError as e:
+            raise ValueError(f"cannot read config file {p}: {e.strerror}") from None
+        if isinstance(d, dict) and "config" in d:   # a config.json written by a run: the fields sit under "config"
+            d = d["config"]
+        if not isinstance(d, dict):
+            raise ValueError(f"config file {p} must hold a JSON object of fields, got {type(d).__name__}")
+        return cls.from_dict(d)
 
 
 def resolve_device(name: str):
     import torch
 
+    from .validation import check_device
+
+    check_device("device", name)   # also: a cuda:N that does not exist on this machine
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
