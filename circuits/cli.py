@@ -14,12 +14,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import sys
 from pathlib import Path
 
 from neuro_lpc.cli import _FLAGS as _LPC_FLAGS
-from neuro_lpc.errors import CheckpointError, DivergenceError
+from neuro_lpc.config import resolve_device
+from neuro_lpc.errors import CheckpointError
+from neuro_lpc.validation import DEBUG_ENV, OneLineParser, check_out_dir, check_path_text, check_text, cli_boundary
 
 from .learn import CircuitTrainConfig
 
@@ -54,14 +54,18 @@ def _precondition(text: str):
     if t in ("rms", "true", "on"):
         return "rms"
     try:
-        return float(t)
+        beta = float(t)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"precondition must be none, rms or a decay beta in (0, 1), got {text!r}") from None
+        beta = math.nan
+    if not 0 < beta < 1:   # also NaN; 1 would be read as True by a comparison and never decay
+        raise argparse.ArgumentTypeError(f"precondition must be none, rms or a decay beta in (0, 1), got {text!r}")
+    return beta
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        description="Train a generative model with circuit Langevin predictive coding (circuits.learn.CircuitTrainer).")
+    p = OneLineParser(
+        description="Train a generative model with circuit Langevin predictive coding (circuits.learn.CircuitTrainer).",
+        epilog=f"Errors are one line; --debug (or {DEBUG_ENV}=1) shows the traceback.")
     p.add_argument("--out", required=True, help="output folder (checkpoints, metrics.jsonl, config.json, sample grids)")
     p.add_argument("--config", help="a config.json written by an earlier run (flags given here override it)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
@@ -87,12 +91,15 @@ def build_parser() -> argparse.ArgumentParser:
 def _noise_from_file(path: str):
     from .noise import NoiseModel
 
+    check_path_text("noise config file", path)
     if not Path(path).is_file():
         raise FileNotFoundError(f"noise config file not found: {path}")
     return NoiseModel.from_file(path).to_dict()
 
 
 def config_from_args(args) -> CircuitTrainConfig:
+    if args.config is not None:
+        check_path_text("--config", args.config)
     cfg = CircuitTrainConfig.from_file(args.config).to_dict() if args.config else CircuitTrainConfig().to_dict()
     for name in {**_SHARED, **_CIRCUIT_FLAGS}:
         v = getattr(args, name)
@@ -105,45 +112,43 @@ def config_from_args(args) -> CircuitTrainConfig:
     if args.online_adam is not None:
         cfg["online_adam"] = args.online_adam
     if args.noise is not None:
+        check_text("--noise", args.noise)
         cfg["noise"] = _noise_from_file(args.noise) if args.noise.endswith(".json") else args.noise
     if args.noise_config is not None:
         cfg["noise"] = _noise_from_file(args.noise_config)
     if args.download:
         cfg["download"] = True
-    if cfg.get("tau_theta") is not None and math.isnan(cfg["tau_theta"]):
-        raise ValueError("tau_theta must be a positive number of seconds, got nan")
     return CircuitTrainConfig.from_dict(cfg).validate()
 
 
-def train_main(argv=None) -> int:
+def prepare(argv=None):
+    """Parse and check everything before any work: (args, config, output folder); one-line ValueError otherwise."""
     args = build_parser().parse_args(argv)
-    try:
-        cfg = config_from_args(args)
-        out = Path(args.out)
-        if args.resume and not (out / "checkpoint.pt").is_file():
-            raise CheckpointError(f"--resume given but no checkpoint at {out / 'checkpoint.pt'}")
-        out.mkdir(parents=True, exist_ok=True)
-        if not os.access(out, os.W_OK):
-            raise PermissionError(f"output folder is not writable: {out}")
-        from neuro_lpc.data import load_dataset
-        from neuro_lpc.train import build_model
+    cfg = config_from_args(args)
+    resolve_device(cfg.device)
+    check_path_text("output folder", args.out)
+    if args.resume and not (Path(args.out) / "checkpoint.pt").is_file():
+        raise CheckpointError(f"--resume given but no checkpoint at {Path(args.out) / 'checkpoint.pt'}")
+    out = check_out_dir(args.out)
+    return args, cfg, out
 
-        from .learn import CircuitTrainer
 
-        train, _test, info = load_dataset(cfg.dataset, root=cfg.data_root, download=cfg.download)
-        model, encoder = build_model(cfg, info.image_size, info.channels)
-        trainer = CircuitTrainer(model, encoder, cfg, out_dir=out)
-    except (ValueError, TypeError, FileNotFoundError, PermissionError, CheckpointError) as e:
-        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
-        return 2
-    try:
-        history = trainer.fit(train, resume=args.resume, progress=not args.quiet)
-    except CheckpointError as e:
-        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
-        return 2
-    except DivergenceError as e:
-        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
-        return 1
+def _train(argv) -> int:
+    args, cfg, out = prepare(argv)
+    from neuro_lpc.data import load_dataset
+    from neuro_lpc.train import build_model
+
+    from .learn import CircuitTrainer
+
+    train, _test, info = load_dataset(cfg.dataset, root=cfg.data_root, download=cfg.download)
+    model, encoder = build_model(cfg, info.image_size, info.channels)
+    trainer = CircuitTrainer(model, encoder, cfg, out_dir=out)
+    history = trainer.fit(train, resume=args.resume, progress=not args.quiet)
     last = history[-1] if history else {}
     print(json.dumps({"out": str(out), "epochs": trainer.epoch, "steps": trainer.global_step, "last": last}))
     return 0
+
+
+def train_main(argv=None) -> int:
+    """``sims/train_circuit.py``: every error is one line on stderr (exit 2: bad input; 1: divergence or failure)."""
+    return cli_boundary(_train, argv)
