@@ -602,3 +602,7 @@ def pca_landscape_grid(projection: PCAProjection, resolution: int = 25, extent: 
     points = (final[None, None] + grid[:, None, None, None] * directions[None, None, :, 0]
               + grid[None, :, None, None] * directions[None, None, :, 1])
     return _out(grid, as_numpy), _out(points, as_numpy)
+
+
+# the diagnostics package (OU theory, flux, quenching, noise correlations, spontaneous vs evoked), re-exported
+from .diagnostics import *  # noqa: E402,F401,F403
