@@ -327,9 +327,11 @@ class CircuitTrainer(Trainer):
             sd["pulse_generator"] = self.pulse_gen.get_state()
         return sd
 
-    def load_checkpoint(self, path) -> None:
-        super().load_checkpoint(path)
-        ck = read_checkpoint(path, map_location=self.device)
+    def rng_generators(self) -> dict[str, torch.Generator]:
+        return {**super().rng_generators(), "pulse_generator": self.pulse_gen}
+
+    def load_checkpoint(self, path) -> dict:
+        ck = super().load_checkpoint(path)
         self.noise_state.clear()
         self.noise_state.update(ck.get("noise_state", {}))
         if self.array is not None:
@@ -338,6 +340,7 @@ class CircuitTrainer(Trainer):
             self.array.load_state_dict(ck["array"])
             self.pulse_gen.set_state(ck["pulse_generator"])
             self._sync_from_array()
+        return ck
 
     def initial_state(self, x, mean, var) -> torch.Tensor:
         """z(0): the prior for the first ``prior_init_batches`` batches or warm start "none", else q(z|x)."""

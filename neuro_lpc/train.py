@@ -2,15 +2,24 @@
 
 Both share one loop (``Trainer.fit``): seeded per-epoch data order, one Adam optimiser over decoder,
 likelihood and encoder (same learning rate alpha, Algorithm 1), tqdm progress, per-step metrics as
-JSON lines (and TensorBoard when installed), a PNG sample grid and an atomic checkpoint every epoch,
-and exact resume (model, optimiser and RNG states).  Checkpoints hold only tensors and plain Python
-values and load with ``torch.load(weights_only=True)``: no code runs on load.
+JSON lines (and TensorBoard when installed), a PNG sample grid every epoch, and crash-safe checkpoints
+(``neuro_lpc.checkpoint``: atomic, checksummed) at the end of every epoch, every
+``checkpoint_every_steps`` optimiser steps, every ``checkpoint_every_s`` seconds, and on Ctrl-C (SIGINT:
+the current step is finished, checkpointed, and ``TrainingInterrupted`` raised). A checkpoint holds the
+model, optimiser, every RNG (the trainer's generators, torch/numpy/python global streams) and the
+position in the epoch's data order, so a resume continues mid-epoch bit for bit (docs/robustness.md).
+Checkpoints hold only tensors and plain Python values and load with ``torch.load(weights_only=True)``:
+no code runs on load.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import signal
+import sys
+import threading
 import time
 from pathlib import Path
 
@@ -19,21 +28,31 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .config import TrainConfig, atomic_write_text, resolve_device, write_run_metadata
-from .errors import CheckpointError, DivergenceError
+from .checkpoint import atomic_save, capture_rng, restore_rng, verify
+from .errors import CheckpointError, DivergenceError, TrainingInterrupted
 from .langevin import LangevinSampler
 from .likelihoods import make_likelihood
 from .model import GenerativeModel
 from .models import build_decoder_encoder
 from .objectives import negative_elbo, reparameterise, warm_start_loss
 
-CHECKPOINT_FORMAT = "neuro_lpc-checkpoint-v1"
+CHECKPOINT_FORMAT = "neuro_lpc-checkpoint-v2"          # v2: checksum, every RNG, position in the epoch
+LEGACY_FORMATS = ("neuro_lpc-checkpoint-v1",)          # per-epoch checkpoints without a checksum: still read
+# config keys a resume may change (they do not alter the trajectory of the run); any other change is refused
+RESUMABLE_KEYS = frozenset({"epochs", "device", "data_root", "download", "max_wall_s", "sample_grid", "log_every",
+                            "checkpoint_every_steps", "checkpoint_every_s"})
 
 
 def build_model(config: TrainConfig, image_size: int, channels: int) -> tuple[GenerativeModel, nn.Module]:
-    """The paper's decoder/encoder pair with the configured likelihood and prior."""
-    decoder, encoder = build_decoder_encoder(image_size, channels, config.latent_dim)
-    kw = {"sigma": config.likelihood_sigma, "learn_sigma": config.learn_sigma} if config.likelihood != "bernoulli" else {}
-    model = GenerativeModel(decoder, make_likelihood(config.likelihood, **kw), prior_std=config.prior_std)
+    """The paper's decoder/encoder pair with the configured likelihood and prior.
+
+    The initial weights are drawn under ``torch.manual_seed(config.seed)`` (torch's global CPU stream is
+    restored afterwards), so that a run is reproducible from its config alone."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(config.seed))
+        decoder, encoder = build_decoder_encoder(image_size, channels, config.latent_dim)
+        kw = {"sigma": config.likelihood_sigma, "learn_sigma": config.learn_sigma} if config.likelihood != "bernoulli" else {}
+        model = GenerativeModel(decoder, make_likelihood(config.likelihood, **kw), prior_std=config.prior_std)
     return model, encoder
 
 
@@ -46,9 +65,28 @@ def read_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
         ck = torch.load(p, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - any failure to parse is a corrupt file
         raise CheckpointError(f"cannot read checkpoint {p}: the file is truncated or not a neuro_lpc checkpoint ({type(e).__name__})") from None
-    if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
+    if not isinstance(ck, dict) or ck.get("format") not in (CHECKPOINT_FORMAT, *LEGACY_FORMATS):
         raise CheckpointError(f"{p} is not a neuro_lpc checkpoint (format tag missing)")
+    if ck["format"] == CHECKPOINT_FORMAT:
+        verify(ck, p)
     return ck
+
+
+def changed_config_keys(saved: dict, current: dict, allowed=RESUMABLE_KEYS) -> list[str]:
+    """Config keys whose values differ (as JSON: tuples equal lists) between a checkpoint and a resume."""
+    keys = (set(saved) | set(current)) - set(allowed)
+    return sorted(k for k in keys if json.dumps(saved.get(k, "<absent>"), sort_keys=True, default=str)
+                  != json.dumps(current.get(k, "<absent>"), sort_keys=True, default=str))
+
+
+def _skip_batches(loader, n: int):
+    """An iterator over ``loader`` without its first ``n`` batches; their indices are drawn from the sampler
+    but no data is loaded for them (single-process loaders), so the batches that follow are the same."""
+    it = iter(loader)
+    index_iter = getattr(it, "_sampler_iter", None) if getattr(loader, "num_workers", 0) == 0 else None
+    for _ in range(n):
+        next(index_iter) if index_iter is not None else next(it)
+    return it
 
 
 def load_trained(path: str | os.PathLike, device="cpu") -> tuple[GenerativeModel, nn.Module, TrainConfig, dict]:
@@ -86,8 +124,11 @@ class Trainer:
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
         self.epoch = 0
         self.global_step = 0
+        self.epoch_batch = 0          # optimiser steps taken in the current epoch (its position in the data order)
         self.stopped_by_wall = False
         self._tb = None
+        self._interrupt = False
+        self._last_checkpoint_t = time.perf_counter()
 
     # ------------------------------------------------------------ one step
     def train_step(self, x: torch.Tensor) -> dict:  # pragma: no cover - abstract
@@ -99,23 +140,28 @@ class Trainer:
         self.optimizer.step()
 
     # ---------------------------------------------------------- checkpoints
+    def rng_generators(self) -> dict[str, torch.Generator]:
+        """The torch.Generators this trainer draws from (subclasses add theirs); all go into checkpoints."""
+        return {"generator": self.generator}
+
     def state_dict(self) -> dict:
         shape = self.model.output_shape
         return {
             "format": CHECKPOINT_FORMAT, "method": self.method, "epoch": self.epoch, "global_step": self.global_step,
+            "epoch_batch": self.epoch_batch,
             "model": self.model.state_dict(), "encoder": self.encoder.state_dict(),
             "optimizer": self.optimizer.state_dict(), "generator": self.generator.get_state(),
+            "rng": capture_rng(self.rng_generators()),
             "config": self.config.to_dict(), "channels": shape[0], "image_size": shape[-1],
         }
 
     def save_checkpoint(self, path: str | os.PathLike) -> None:
-        """Atomic: written to a temporary file, then renamed, so a crash never leaves a half checkpoint."""
-        p = Path(path)
-        tmp = p.with_name(p.name + ".tmp")
-        torch.save(self.state_dict(), tmp)
-        os.replace(tmp, p)
+        """Atomic (tmp file, fsync, rename) and checksummed: a crash never leaves a half checkpoint."""
+        atomic_save(self.state_dict(), path)
+        self._last_checkpoint_t = time.perf_counter()
 
-    def load_checkpoint(self, path: str | os.PathLike) -> None:
+    def load_checkpoint(self, path: str | os.PathLike) -> dict:
+        """Restore the trainer from a checkpoint (checksum verified); returns the checkpoint dict."""
         ck = read_checkpoint(path, map_location=self.device)
         if ck.get("method") != self.method:
             raise CheckpointError(f"checkpoint {path} was written by a {ck.get('method')!r} trainer, not {self.method!r}")
@@ -125,8 +171,24 @@ class Trainer:
             self.optimizer.load_state_dict(ck["optimizer"])
         except (RuntimeError, ValueError, KeyError) as e:
             raise CheckpointError(f"checkpoint {path} does not fit this model: {str(e).splitlines()[0]}") from None
-        self.generator.set_state(ck["generator"].cpu() if self.device.type == "cpu" else ck["generator"].cpu())
+        self.generator.set_state(ck["generator"].cpu())
+        if "rng" in ck:
+            restore_rng(ck["rng"], self.rng_generators())
         self.epoch, self.global_step = int(ck["epoch"]), int(ck["global_step"])
+        self.epoch_batch = int(ck.get("epoch_batch", 0))
+        return ck
+
+    def check_resume_config(self, ck: dict, path) -> None:
+        """Refuse (one-line CheckpointError naming the keys) a resume whose config differs from the
+        checkpoint's in anything but ``RESUMABLE_KEYS``: config.json would no longer describe the run."""
+        saved = ck.get("config")
+        if not isinstance(saved, dict):
+            return
+        changed = changed_config_keys(saved, self.config.to_dict())
+        if changed:
+            diffs = ", ".join(f"{k} (checkpoint {saved.get(k)!r}, now {getattr(self.config, k, None)!r})" for k in changed)
+            raise CheckpointError(f"resume with a config that differs from the checkpoint's at {path}: {diffs}; "
+                                  f"start a new run in another folder, or resume without changing these settings")
 
     # ------------------------------------------------------------- logging
     def _log(self, record: dict) -> None:
@@ -144,7 +206,14 @@ class Trainer:
         path = self.out_dir / "metrics.jsonl" if self.out_dir else None
         if path is None or not path.exists():
             return
-        keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= self.global_step]
+        keep = []
+        for ln in path.read_text().splitlines():
+            try:
+                rec = json.loads(ln)
+            except ValueError:  # a line cut short by a kill
+                continue
+            if isinstance(rec, dict) and rec.get("step", 0) <= self.global_step:
+                keep.append(ln)
         atomic_write_text(path, "".join(ln + "\n" for ln in keep))
 
     def save_samples(self, path: str | os.PathLike, n: int | None = None) -> None:
@@ -166,24 +235,29 @@ class Trainer:
 
     def fit(self, train_dataset, epochs: int | None = None, resume: bool = False, progress: bool = True) -> list[dict]:
         """Train for ``epochs`` (default config.epochs) epochs in total; with ``resume`` continue from
-        ``out_dir/checkpoint.pt``.  Returns per-step metric records of this call.
+        ``out_dir/checkpoint.pt`` (mid-epoch, bit for bit; a note and a fresh start when there is none yet;
+        a CheckpointError naming the keys when the config differs from the checkpoint's outside
+        ``RESUMABLE_KEYS``).  Returns per-step metric records of this call.
+
+        Checkpoints: at the end of every epoch, after every ``config.checkpoint_every_steps``-th optimiser
+        step, after the first step that ends ``config.checkpoint_every_s`` seconds after the previous
+        checkpoint, and on SIGINT (the step in flight is finished first; then ``TrainingInterrupted``, a
+        KeyboardInterrupt, is raised; a second SIGINT stops at once without a checkpoint).
 
         With ``config.max_wall_s`` the loop stops after the first optimiser step that ends past that
         many seconds of this call's wall time (``self.stopped_by_wall`` is then True) and checkpoints
-        there, mid-epoch; ``epochs`` is only an upper bound.  Such a run is finished: resuming it
-        starts a fresh budget from the beginning of the interrupted epoch."""
-        from .data import make_loader
-
+        there, mid-epoch; ``epochs`` is only an upper bound.  Resuming such a run continues from that step."""
         epochs = epochs if epochs is not None else self.config.epochs
         ckpt = self.out_dir / "checkpoint.pt" if self.out_dir else None
         if self.out_dir is not None:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             if not os.access(self.out_dir, os.W_OK):
                 raise PermissionError(f"output folder is not writable: {self.out_dir}")
-            if resume:
-                if not ckpt.exists():
-                    raise CheckpointError(f"--resume given but no checkpoint at {ckpt}")
-                self.load_checkpoint(ckpt)
+            if resume and not ckpt.exists():
+                print(f"note: --resume given but {ckpt} does not exist yet: starting a fresh run", file=sys.stderr)
+            elif resume:
+                ck = self.load_checkpoint(ckpt)
+                self.check_resume_config(ck, ckpt)
                 self._truncate_metrics()
             write_run_metadata(self.out_dir, self.config, {"method": self.method})
             try:
@@ -194,47 +268,102 @@ class Trainer:
         elif resume:
             raise ValueError("resume needs an output folder")
         history = []
-        t0 = time.perf_counter()
+        t0 = self._last_checkpoint_t = time.perf_counter()
         self.stopped_by_wall = False
         budget = self.config.max_wall_s
-        while self.epoch < epochs and not self.stopped_by_wall:
-            loader = self.make_epoch_loader(train_dataset)
-            nb = len(loader) if self.config.max_batches_per_epoch is None else min(len(loader), self.config.max_batches_per_epoch)
-            bar = tqdm(total=nb, desc=f"{self.method} epoch {self.epoch + 1}/{epochs}", disable=not progress, leave=False)
-            for i, (x, _) in enumerate(loader):
-                if i >= nb:
-                    break
-                x = x.to(self.device, non_blocking=True)
-                try:
-                    metrics = self.train_step(x)
-                except DivergenceError as e:
-                    bar.close()
-                    raise DivergenceError(f"epoch {self.epoch + 1}, batch {i + 1} (global step {self.global_step + 1}): {e}"
-                                          + (f"; last good checkpoint kept at {ckpt}" if ckpt and ckpt.exists() else ""),
-                                          step=e.step, chain=e.chain, unit=e.unit) from None
-                self.global_step += 1
-                if self.global_step % self.config.log_every == 0 or i == nb - 1:
-                    rec = {"step": self.global_step, "epoch": self.epoch + 1, "wall_s": time.perf_counter() - t0,
-                           **{k: float(v) for k, v in metrics.items()}}
-                    if not all(math.isfinite(v) for v in rec.values()):
-                        raise DivergenceError(f"non-finite training metric at global step {self.global_step}: {rec}", step=self.global_step)
-                    history.append(rec)
-                    self._log(rec)
-                    bar.set_postfix(loss=f"{rec['loss']:.4g}")
-                bar.update(1)
-                if budget is not None and time.perf_counter() - t0 >= budget:
-                    self.stopped_by_wall = True      # wall-time budget spent: stop mid-epoch, keep the checkpoint
-                    break
-            bar.close()
-            if not self.stopped_by_wall:
-                self.epoch += 1
-            if self.out_dir is not None:
-                self.save_checkpoint(ckpt)
-                if self.config.sample_grid:
-                    self.save_samples(self.out_dir / f"samples_epoch{self.epoch:03d}.png")
+        with self._sigint_deferred():
+            while self.epoch < epochs and not self.stopped_by_wall:
+                loader = self.make_epoch_loader(train_dataset)
+                nb = len(loader) if self.config.max_batches_per_epoch is None else min(len(loader), self.config.max_batches_per_epoch)
+                first = min(self.epoch_batch, nb)           # > 0 when resuming mid-epoch
+                bar = tqdm(total=nb, initial=first, desc=f"{self.method} epoch {self.epoch + 1}/{epochs}",
+                           disable=not progress, leave=False)
+                batches = _skip_batches(loader, first)
+                for i in range(first, nb):
+                    x, _ = next(batches)
+                    x = x.to(self.device, non_blocking=True)
+                    try:
+                        metrics = self.train_step(x)
+                    except DivergenceError as e:
+                        bar.close()
+                        raise DivergenceError(f"epoch {self.epoch + 1}, batch {i + 1} (global step {self.global_step + 1}): {e}"
+                                              + (f"; last good checkpoint kept at {ckpt}" if ckpt and ckpt.exists() else ""),
+                                              step=e.step, chain=e.chain, unit=e.unit) from None
+                    self.global_step += 1
+                    self.epoch_batch = i + 1
+                    if self.global_step % self.config.log_every == 0 or i == nb - 1:
+                        rec = {"step": self.global_step, "epoch": self.epoch + 1, "wall_s": time.perf_counter() - t0,
+                               **{k: float(v) for k, v in metrics.items()}}
+                        if not all(math.isfinite(v) for v in rec.values()):
+                            raise DivergenceError(f"non-finite training metric at global step {self.global_step}: {rec}", step=self.global_step)
+                        history.append(rec)
+                        self._log(rec)
+                        bar.set_postfix(loss=f"{rec['loss']:.4g}")
+                    bar.update(1)
+                    if self.stop_requested():
+                        bar.close()
+                        self._stop_on_interrupt(ckpt)
+                    if budget is not None and time.perf_counter() - t0 >= budget:
+                        self.stopped_by_wall = True      # wall-time budget spent: stop mid-epoch, keep the checkpoint
+                        break
+                    if i < nb - 1 and self._checkpoint_due():
+                        self.save_checkpoint(ckpt)
+                bar.close()
+                if self.epoch_batch >= nb:
+                    self.epoch += 1
+                    self.epoch_batch = 0
+                if self.out_dir is not None:
+                    self.save_checkpoint(ckpt)
+                    if self.config.sample_grid:
+                        self.save_samples(self.out_dir / f"samples_epoch{self.epoch:03d}.png")
         if self._tb is not None:
             self._tb.close()
         return history
+
+    # ------------------------------------------------------- checkpoint policy
+    def _checkpoint_due(self) -> bool:
+        """A mid-epoch checkpoint after this step (config.checkpoint_every_steps / checkpoint_every_s)?"""
+        if self.out_dir is None:
+            return False
+        every_n = getattr(self.config, "checkpoint_every_steps", None)
+        every_s = getattr(self.config, "checkpoint_every_s", None)
+        if every_n and self.global_step % every_n == 0:
+            return True
+        return bool(every_s) and time.perf_counter() - self._last_checkpoint_t >= every_s
+
+    def stop_requested(self) -> bool:
+        """Whether a SIGINT asked the loop to stop after this step (a data-parallel trainer reduces it over ranks)."""
+        return self._interrupt
+
+    def _stop_on_interrupt(self, ckpt) -> None:
+        if self._tb is not None:
+            self._tb.close()
+        if ckpt is None:
+            raise TrainingInterrupted(f"interrupted after global step {self.global_step} (no output folder: nothing saved)",
+                                      step=self.global_step)
+        self.save_checkpoint(ckpt)
+        raise TrainingInterrupted(f"interrupted after global step {self.global_step}: checkpoint written to {ckpt} "
+                                  f"(continue with --resume)", step=self.global_step, checkpoint=str(ckpt))
+
+    @contextlib.contextmanager
+    def _sigint_deferred(self):
+        """While training, a first SIGINT only sets a flag read after the step in flight (which therefore
+        ends consistently and is checkpointed); a second one raises KeyboardInterrupt at once."""
+        self._interrupt = False
+        if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+            yield
+            return
+
+        def on_sigint(signum, frame):
+            if self._interrupt:
+                raise KeyboardInterrupt
+            self._interrupt = True
+
+        signal.signal(signal.SIGINT, on_sigint)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 class LPCTrainer(Trainer):
