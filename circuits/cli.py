@@ -5,8 +5,8 @@
         [--presentation-steps P] [--online --tau-theta S] ...
 
 Flags default to None so that only the flags given override a ``--config`` file (a config.json
-written by an earlier run). Bad input (unknown preset, unstable dt, missing data folder, missing
-checkpoint for ``--resume``, ...) is reported as one line ``error: ...`` with exit code 2 before
+written by an earlier run; with --resume the run's own OUT/config.json). Bad input (unknown preset, unstable dt,
+missing data folder, ...) is reported as one line ``error: ...`` with exit code 2 before
 any training; a divergence during training exits with code 1 and names the batch and unit.
 """
 from __future__ import annotations
@@ -18,7 +18,6 @@ from pathlib import Path
 
 from neuro_lpc.cli import _FLAGS as _LPC_FLAGS
 from neuro_lpc.config import resolve_device
-from neuro_lpc.errors import CheckpointError
 from neuro_lpc.validation import DEBUG_ENV, OneLineParser, check_out_dir, check_path_text, check_text, cli_boundary
 
 from .learn import CircuitTrainConfig
@@ -100,6 +99,8 @@ def _noise_from_file(path: str):
 def config_from_args(args) -> CircuitTrainConfig:
     if args.config is not None:
         check_path_text("--config", args.config)
+    elif args.resume and args.out and (Path(args.out) / "config.json").is_file():
+        args.config = str(Path(args.out) / "config.json")   # resume: the run's own config, the flags given on top
     cfg = CircuitTrainConfig.from_file(args.config).to_dict() if args.config else CircuitTrainConfig().to_dict()
     for name in {**_SHARED, **_CIRCUIT_FLAGS}:
         v = getattr(args, name)
@@ -127,8 +128,6 @@ def prepare(argv=None):
     cfg = config_from_args(args)
     resolve_device(cfg.device)
     check_path_text("output folder", args.out)
-    if args.resume and not (Path(args.out) / "checkpoint.pt").is_file():
-        raise CheckpointError(f"--resume given but no checkpoint at {Path(args.out) / 'checkpoint.pt'}")
     out = check_out_dir(args.out)
     return args, cfg, out
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from .config import TrainConfig, resolve_device
 from .validation import DEBUG_ENV, OneLineParser, check_out_dir, check_path_text, cli_boundary
@@ -39,6 +40,8 @@ def config_from_args(args) -> TrainConfig:
     """The run's config: the --config file (if any), then the flags given; validated field by field."""
     if args.config is not None:
         check_path_text("--config", args.config)
+    elif args.resume and args.out and (Path(args.out) / "config.json").is_file():
+        args.config = str(Path(args.out) / "config.json")   # resume: the run's own config, the flags given on top
     cfg = TrainConfig.from_file(args.config).to_dict() if args.config else TrainConfig().to_dict()
     for name in _FLAGS:
         v = getattr(args, name)

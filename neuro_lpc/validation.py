@@ -189,8 +189,8 @@ def _exit_code(err: BaseException) -> int:
 def _message(err: BaseException) -> str:
     from .errors import DivergenceError
 
-    if isinstance(err, KeyboardInterrupt):
-        return "interrupted"
+    if isinstance(err, KeyboardInterrupt):   # TrainingInterrupted says where its checkpoint went
+        return f"interrupted: {one_line(err)}" if str(err) else "interrupted"
     text = one_line(err)
     if isinstance(err, DivergenceError):
         return f"the run diverged: {text}"
