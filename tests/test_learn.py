@@ -261,7 +261,6 @@ def test_cli_trains_and_writes_a_rerunnable_config(tmp_path, capsys):
     (["--dt", "0.03"], "unstable"),                 # > 2 tau_z: the value units' own leak is unstable
     (["--tau-z", "-1"], "tau_z"),
     (["--dataset", "cifar10", "--data-root", "/nonexistent/data"], "cifar"),
-    (["--resume"], "no checkpoint"),
     (["--config", "/nonexistent/config.json"], "not found"),
     (["--warm-start", "symmetric"], "objective"),
     (["--learning", "on-chip"], "unknown learning mode"),
