@@ -70,10 +70,13 @@ def _train(argv) -> int:
 
     train, _test, info = load_dataset(cfg.dataset, root=cfg.data_root, download=cfg.download)
     model, encoder = build_model(cfg, info.image_size, info.channels)
-    trainer = TRAINERS[cfg.method](model, encoder, cfg, out_dir=out)
-    history = trainer.fit(train, resume=args.resume, progress=not args.quiet)
+    from .distributed import is_main_process, make_trainer   # under torchrun: data-parallel (docs/scale.md)
+
+    trainer = make_trainer(TRAINERS[cfg.method], model, encoder, cfg, out_dir=out)
+    history = trainer.fit(train, resume=args.resume, progress=not args.quiet and is_main_process())
     last = history[-1] if history else {}
-    print(json.dumps({"out": str(out), "epochs": trainer.epoch, "steps": trainer.global_step, "last": last}))
+    if is_main_process():
+        print(json.dumps({"out": str(out), "epochs": trainer.epoch, "steps": trainer.global_step, "last": last}))
     return 0
 
 
