@@ -45,7 +45,8 @@ from dataclasses import dataclass
 import torch
 
 __all__ = ["DistContext", "init_from_env", "current", "shutdown", "batch_shard", "shard_randn",
-           "EpochShardSampler", "global_order", "distributed_trainer_class", "all_reduce_mean"]
+           "EpochShardSampler", "global_order", "distributed_trainer_class", "all_reduce_mean", "make_trainer",
+           "is_main_process"]
 
 _CTX: "DistContext | None" = None
 _SHARD: tuple[int, int] | None = None    # (rank, world_size) while a rank computes its shard of a global batch
@@ -105,6 +106,9 @@ def init_from_env(device: str = "auto") -> DistContext | None:
         dev, backend = torch.device("cpu"), "gloo"
     if not dist.is_initialized():
         dist.init_process_group(backend=backend)
+        import atexit
+
+        atexit.register(shutdown)
     _CTX = DistContext(rank=rank, world_size=world, local_rank=local, backend=backend, device=dev)
     return _CTX
 
@@ -281,17 +285,24 @@ class DistributedMixin:
                 metrics = super().train_step(x)
             except DivergenceError as e:
                 err, metrics = e, None
-        flag = torch.tensor([0.0 if err is None else 1.0 + self.dist.rank], device=self.device)
+        # one small all-reduce: [first failing rank + 1, any rank asked to stop (SIGINT)]
+        flag = torch.tensor([0.0 if err is None else 1.0 + self.dist.rank,
+                             1.0 if getattr(self, "_interrupt", False) else 0.0], device=self.device)
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        if flag.item() > 0:
+        failed, self._dist_stop = flag.tolist()
+        if failed > 0:
             if err is not None:
                 raise err
-            raise DivergenceError(f"rank {int(flag.item()) - 1} diverged (its error is printed by that rank)")
+            raise DivergenceError(f"rank {int(failed) - 1} diverged (its error is printed by that rank)")
         names = sorted(metrics)
         vals = [torch.as_tensor(metrics[k], device=self.device, dtype=torch.float64).reshape(1) for k in names]
         buf = torch.cat(vals)
         all_reduce_mean([buf], self.dist.world_size)
         return {k: buf[i] for i, k in enumerate(names)}
+
+    def stop_requested(self) -> bool:
+        """A SIGINT on any rank stops every rank after the same step (reduced with the step's failure flag)."""
+        return bool(getattr(self, "_dist_stop", False))
 
     def _clip_and_step(self) -> None:
         params = [p for p in list(self.model.parameters()) + list(self.encoder.parameters()) if p.requires_grad]
@@ -312,7 +323,7 @@ class DistributedMixin:
             if ckpt is None or not ckpt.exists():
                 raise CheckpointError(f"--resume given but no checkpoint at {ckpt} (rank {self.dist.rank}: the output "
                                       f"folder must be on a file system every node sees)")
-            self.load_checkpoint(ckpt)
+            self.load_checkpoint(ckpt)            # the run's state (rank 0 checks its config against the run's)
         self.out_dir = None
         return super().fit(train_dataset, epochs=epochs, resume=False, progress=False)
 
@@ -325,3 +336,20 @@ def distributed_trainer_class(cls: type) -> type:
     if cls not in _CLASSES:
         _CLASSES[cls] = type("Distributed" + cls.__name__, (DistributedMixin, cls), {"__doc__": cls.__doc__})
     return _CLASSES[cls]
+
+
+def make_trainer(cls: type, model, encoder, config, out_dir=None):
+    """``cls(model, encoder, config, out_dir=out_dir)`` in a single process; under torchrun (WORLD_SIZE > 1)
+    the process group is joined and the data-parallel form of ``cls`` is returned (the CLIs' entry point)."""
+    ctx = init_from_env(config.device)
+    if ctx is None:
+        return cls(model, encoder, config, out_dir=out_dir)
+    if config.device.startswith("cuda:"):
+        raise ValueError(f"device {config.device!r} under torchrun: use --device cuda or auto (each rank takes "
+                         f"cuda:LOCAL_RANK)")
+    return distributed_trainer_class(cls)(model, encoder, config, out_dir=out_dir, dist_context=ctx)
+
+
+def is_main_process() -> bool:
+    """True in a single process and on rank 0 (the process that prints and writes)."""
+    return _CTX is None or _CTX.is_main
