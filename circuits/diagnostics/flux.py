@@ -12,7 +12,8 @@ equivalently iff every lagged covariance C(t) = e^{A t} Sigma is symmetric.  Mea
 * the circulation Q itself, read off trajectories as Q_hat = (C(Delta) - C(Delta)^T) / (2 Delta)
   (-> Q as Delta -> 0; exactly (e^{A Delta} Sigma - Sigma e^{A^T Delta}) / (2 Delta) for a series recorded
   every Delta).  Q_ij is minus the mean rate at which the (i, j) projection encloses area;
-* the rotation rate  omega = || Sigma^{-1/2} Q Sigma^{-1/2} ||_F / sqrt(2)  (1/time): for the 2-D OU
+* the rotation rate  omega = || Sigma^{-1/2} Q Sigma^{-1/2} ||_F / sqrt(2)  (1/time; inverses taken on the
+  support of Sigma, which is singular when noiseless units are slaved to others): for the 2-D OU
   dX = (-gamma I + w J) X dt + sqrt(2 gamma) dW (J the 90-degree rotation) it is |w|;
 * the entropy production rate  e_p = E[v^T D^{-1} v] = tr(Q^T D^{-1} Q Sigma^{-1})  (nats per unit time;
   2 w^2 / gamma for that OU); infinite when v leaves the range of D (noiseless coordinates, e.g. error units);
@@ -49,11 +50,17 @@ class LinearFlux(NamedTuple):
     entropy_production: float    # tr(Q^T D^+ Q Sigma^{-1}); inf when Q Sigma^{-1} leaves range(D)
 
 
-def _whitened_norm(Q: np.ndarray, sigma: np.ndarray) -> float:
+def _inverse_root(sigma: np.ndarray) -> np.ndarray:
+    """Sigma^{-1/2} on the support of Sigma (eigenvalues below 1e-12 of the largest are dropped)."""
     lam, U = np.linalg.eigh(ck.symmetric(sigma))
-    if lam[0] <= 0:
-        raise ValueError(f"the covariance is singular (smallest eigenvalue {lam[0]:.3g}): no rotation rate")
-    W = (U / np.sqrt(lam)) @ U.T
+    if lam[-1] <= 0:
+        raise ValueError("the covariance is zero: no fluctuations to measure")
+    keep = lam > 1e-12 * lam[-1]
+    return (U[:, keep] / np.sqrt(lam[keep])) @ U[:, keep].T
+
+
+def _whitened_norm(Q: np.ndarray, sigma: np.ndarray) -> float:
+    W = _inverse_root(sigma)
     return float(np.linalg.norm(W @ Q @ W) / np.sqrt(2))
 
 
@@ -63,7 +70,8 @@ def linear_flux_theory(A, B) -> LinearFlux:
     A, B = ck.array("A", A, 2), ck.array("B", B, 2)
     D = B @ B.T / 2
     Q = (A @ sigma - sigma @ A.T) / 2
-    v = np.linalg.solve(sigma, Q.T).T                          # Q Sigma^{-1}: irreversible drift matrix
+    root = _inverse_root(sigma)
+    v = Q @ root @ root                                         # Q Sigma^{-1} (on its support): irreversible drift
     D_pinv = np.linalg.pinv(D, rcond=1e-12, hermitian=True)
     scale = max(np.linalg.norm(v), 1e-300)
     outside = np.linalg.norm(v - D @ D_pinv @ v) > 1e-9 * scale
