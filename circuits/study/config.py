@@ -105,11 +105,58 @@ def resolve_noise(cfg: StudyConfig):
     return cfg.noise
 
 
+def check_fields(cfg: StudyConfig) -> None:
+    """Type and range of every field (StudyError naming it), the circuit's time constants against its dt, and the
+    cache folder -- all before any work (these used to fail after training or at the metrics stage)."""
+    from neuro_lpc.data import DATASETS
+    from neuro_lpc.objectives import WARM_START_OBJECTIVES
+    from neuro_lpc.validation import LIMITS, check_bool, check_cache_dir, check_choice, check_device, check_int, \
+        check_number, check_text
+
+    from ..config import CircuitConfig, check_dt_static
+
+    try:
+        for name in ("noise", "out", "learning"):
+            check_text(name, getattr(cfg, name))
+        for name in ("noise_config", "model", "data_root", "cache_dir"):
+            check_text(name.replace("_", "-"), getattr(cfg, name), allow_none=True)
+        check_choice("dataset", cfg.dataset, DATASETS)
+        check_choice("warm-start", cfg.warm_start, WARM_START_OBJECTIVES)
+        for name in ("quick", "full_protocol", "quick_features"):
+            check_bool(name, getattr(cfg, name))
+        if not isinstance(cfg.skip, list) or not all(isinstance(s, str) for s in cfg.skip):
+            raise ValueError(f"skip must be a list of row names, got {cfg.skip!r}")
+        check_device("device", cfg.device)
+        check_int("seed", cfg.seed, lo=0, hi=LIMITS["seed"])
+        sizes = {"train_batches": "batches", "batch_size": "batch_size", "langevin_steps": "steps",
+                 "posterior_steps": "steps", "posterior_chains": "chains", "spread_chains": "chains",
+                 "n_samples": "samples", "record_every": "steps", "k": "chains"}
+        for name, limit in sizes.items():
+            check_int(name.replace("_", "-"), getattr(cfg, name), hi=LIMITS[limit])
+        check_int("prior-init-batches", cfg.prior_init_batches, lo=0)
+        check_int("threads", cfg.threads, hi=LIMITS["threads"], allow_none=True)
+        check_int("train-workers", cfg.train_workers, hi=LIMITS["workers"], allow_none=True)
+        check_number("step-size", cfg.step_size, lo=0, lo_open=True)
+        check_number("tau-z", cfg.tau_z, lo=0, lo_open=True, unit=" of seconds")
+        check_number("tau-e", cfg.tau_e, lo=0, unit=" of seconds (0 = adiabatic)")
+        if cfg.precondition is not None:
+            check_number("precondition (a decay beta; null = off)", cfg.precondition, lo=0, hi=1, hi_open=True)
+        # the circuit rows run at dt = gamma tau_z: its stability bounds on tau_z / tau_e / tau_m need no network
+        cc = CircuitConfig(dt=cfg.step_size * cfg.tau_z, tau_z=cfg.tau_z, tau_e=cfg.tau_e, noise="ideal",
+                           precondition=cfg.precondition or None)
+        check_dt_static(cc.validate())
+        if cfg.cache_dir is not None:
+            check_cache_dir(cfg.cache_dir, "cache folder (--cache-dir)")
+    except ValueError as e:
+        raise StudyError(str(e)) from None
+
+
 def check_inputs(cfg: StudyConfig, method_names=None) -> Path:
     """Every check that can fail on user input, before training or sampling anything.
 
     ``method_names``: the rows of this run (``--skip`` must name some of them).
     """
+    check_fields(cfg)
     resolve_noise(cfg)
     cfg.learning_modes()
     if cfg.feature not in FEATURES:
