@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch.func import functional_call
 
+from neuro_lpc.distributed import shard_randn
+
 from .kernels_linear import LinearKernels
 from .run_records import RunRecords
 from .weights import _Weights
@@ -160,8 +162,8 @@ class CircuitRun(LinearKernels, RunRecords):
         the old state), state clips and learning.
         """
         gen = self.gen
-        if self.noisy:
-            torch.randn(self.z.shape, generator=gen, out=self.n)
+        if self.noisy:  # torch.randn off DDP; a data-parallel rank keeps its rows of the global batch's draw
+            shard_randn(self.z.shape, generator=gen, out=self.n)
         self.weights.step(self.k * self.dt, gen)
         for f in self.pre_steps:
             f(gen)

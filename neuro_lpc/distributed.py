@@ -254,6 +254,7 @@ class DistributedMixin:
         if self.config.batch_size % W:
             raise ValueError(f"batch_size={self.config.batch_size} (the global batch) must be divisible by the "
                              f"number of processes {W}")
+        _check_shardable_noise(self)
         import torch.distributed as dist
 
         with torch.no_grad():
@@ -326,6 +327,23 @@ class DistributedMixin:
             self.load_checkpoint(ckpt)            # the run's state (rank 0 checks its config against the run's)
         self.out_dir = None
         return super().fit(train_dataset, epochs=epochs, resume=False, progress=False)
+
+
+# circuit noise sources whose per-chain draws are not yet taken through shard_randn: with one generator on every
+# rank they would repeat the same numbers on every shard (correlated chains), so data-parallel runs refuse them
+UNSHARDED_SOURCES = ("flicker", "weight_read")
+
+
+def _check_shardable_noise(trainer) -> None:
+    cc = getattr(trainer, "circuit_config", None)
+    if cc is None:
+        return
+    bad = sorted({s.type for s in cc.noise_model().sources
+                  if s.type in UNSHARDED_SOURCES or (s.type == "quantisation" and s.params.get("stochastic"))})
+    if bad:
+        raise ValueError(f"data-parallel circuit training does not shard the per-chain draws of the noise source(s) "
+                         f"{bad} yet (every rank would repeat the same noise); train them in one process "
+                         f"(docs/scale.md)")
 
 
 _CLASSES: dict[type, type] = {}

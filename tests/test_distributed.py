@@ -53,6 +53,15 @@ def _setup():
     return model, enc, data, cfg
 
 
+def _circuit_setup():
+    from circuits.learn import CircuitTrainConfig
+
+    model, enc, data, cfg = _setup()
+    ccfg = CircuitTrainConfig(**{**cfg.to_dict(), "method": "circuit", "precondition": None, "noise": "thermal",
+                                 "tau_e": 0.0, "langevin_steps": 4})
+    return model, enc, data, ccfg
+
+
 def _params(trainer):
     return {k: v.detach().clone() for k, v in [*trainer.model.state_dict().items(),
                                               *(("enc." + a, b) for a, b in trainer.encoder.state_dict().items())]}
@@ -72,8 +81,14 @@ def _worker(out: Path) -> None:
     cls = distributed.distributed_trainer_class(LPCTrainer)
     trainer = cls(model, enc, cfg, out_dir=out / "run")
     hist = trainer.fit(data, progress=False)
+    from circuits.learn import CircuitTrainer
+
+    model, enc, data, ccfg = _circuit_setup()
+    ctrainer = distributed.distributed_trainer_class(CircuitTrainer)(model, enc, ccfg, out_dir=None)
+    chist = ctrainer.fit(data, progress=False)
     if ctx.is_main:
-        torch.save({"params": _params(trainer), "loss": [h["loss"] for h in hist]}, out / "ddp.pt")
+        torch.save({"params": _params(trainer), "loss": [h["loss"] for h in hist],
+                    "circuit_params": _params(ctrainer), "circuit_loss": [h["loss"] for h in chist]}, out / "ddp.pt")
     distributed.shutdown()
 
 
@@ -109,6 +124,17 @@ def test_epoch_shards_interleave_to_the_single_process_batches():
     assert global_order(23, B, 8) != global_order(23, B, 7)           # the epoch changes the order
 
 
+def test_unsharded_circuit_noise_is_refused_before_any_work():
+    from circuits.learn import CircuitTrainer
+    from neuro_lpc.distributed import DistContext, distributed_trainer_class
+
+    model, enc, _data, ccfg = _circuit_setup()
+    ccfg.noise = {"preset": "ideal", "sources": [{"type": "flicker"}]}
+    ctx = DistContext(rank=0, world_size=2, local_rank=0, backend="gloo", device=torch.device("cpu"))
+    with pytest.raises(ValueError, match="does not shard.*flicker"):
+        distributed_trainer_class(CircuitTrainer)(model, enc, ccfg, dist_context=ctx)
+
+
 def test_batch_not_divisible_by_world_is_refused():
     ds = torch.utils.data.TensorDataset(torch.arange(10), torch.zeros(10))
     with pytest.raises(ValueError, match="divisible"):
@@ -137,6 +163,16 @@ def test_two_gloo_ranks_equal_one_process_over_the_global_batch(tmp_path):
     moved = max(float((ref[k] - init[k]).abs().max()) for k in init)
     assert moved > 1e-3                                  # training moved the weights: the equality is not trivial
     torch.testing.assert_close(torch.tensor(ddp["loss"]), torch.tensor([h["loss"] for h in hist]), rtol=1e-10, atol=0)
+    # the circuit trainer (thermal unit noise on top of the intrinsic noise: both sharded)
+    from circuits.learn import CircuitTrainer
+
+    model, enc, data, ccfg = _circuit_setup()
+    csingle = CircuitTrainer(model, enc, ccfg)
+    chist = csingle.fit(data, progress=False)
+    for k, v in _params(csingle).items():
+        torch.testing.assert_close(ddp["circuit_params"][k], v, rtol=1e-10, atol=1e-12, msg=k)
+    torch.testing.assert_close(torch.tensor(ddp["circuit_loss"]), torch.tensor([h["loss"] for h in chist]),
+                               rtol=1e-10, atol=0)
     # rank 0 alone wrote: one metrics line per step, one checkpoint
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(ln)["step"] for ln in lines] == list(range(1, 7))

@@ -6,6 +6,8 @@ from typing import Sequence
 
 import torch
 
+from neuro_lpc.distributed import shard_randn
+
 from .base import STATE_SITES, UNITS, BoundSource, NoiseSource, _add_scaled, _white_coefs
 
 class _Thermal(BoundSource):
@@ -25,14 +27,14 @@ class _Thermal(BoundSource):
         self.buf_e = torch.empty((batch, *c.obs_shape), device=c.device, dtype=c.dtype)
 
     def _inc_v(self, ref, out, gen):
-        torch.randn(self.buf_v.shape, generator=gen, out=self.buf_v)
+        shard_randn(self.buf_v.shape, generator=gen, out=self.buf_v)  # torch.randn off DDP
         G = getattr(self.ctx, "gain", None)
         if G is not None:  # the gain G modulates the value unit's time constant (tau / G), noise included
             self.buf_v.mul_(G.sqrt())
         _add_scaled(out, self.buf_v, self.coef_v)
 
     def _inc_e(self, ref, out, gen):
-        torch.randn(self.buf_e.shape, generator=gen, out=self.buf_e)
+        shard_randn(self.buf_e.shape, generator=gen, out=self.buf_e)
         _add_scaled(out, self.buf_e, self.coef_e)
 
 
@@ -87,7 +89,7 @@ class _Shot(BoundSource):
 
     @staticmethod
     def _inc(ref, out, gen, buf, var):
-        torch.randn(buf.shape, generator=gen, out=buf)
+        shard_randn(buf.shape, generator=gen, out=buf)  # torch.randn off DDP
         out.addcmul_(buf, (ref.abs() * var).sqrt_())
 
     def _inc_v(self, ref, out, gen):
