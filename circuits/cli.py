@@ -18,7 +18,8 @@ from pathlib import Path
 
 from neuro_lpc.cli import _FLAGS as _LPC_FLAGS
 from neuro_lpc.config import resolve_device
-from neuro_lpc.validation import DEBUG_ENV, OneLineParser, check_out_dir, check_path_text, check_text, cli_boundary
+from neuro_lpc.validation import DEBUG_ENV, OneLineParser, check_out_dir, check_path_text, check_text, cli_boundary, \
+    one_line_errors
 
 from .learn import CircuitTrainConfig
 
@@ -154,3 +155,15 @@ def _train(argv) -> int:
 def train_main(argv=None) -> int:
     """``sims/train_circuit.py``: every error is one line on stderr (exit 2: bad input; 1: divergence or failure)."""
     return cli_boundary(_train, argv)
+
+
+def _study(argv) -> int:
+    from .study.run import build_parser, main
+
+    one_line_errors(build_parser()).parse_args(argv)   # usage errors as one line, before the study's own parse
+    return main(argv)
+
+
+def study_main(argv=None) -> int:
+    """``sims/run_circuit.py`` (``circuits.study.main``) behind the CLI boundary: one-line errors, never a traceback."""
+    return cli_boundary(_study, argv)

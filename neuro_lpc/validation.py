@@ -23,6 +23,7 @@ from typing import Callable, Iterable
 
 __all__ = ["LIMITS", "OneLineParser", "check_int", "check_number", "check_choice", "check_text", "check_bool",
            "check_path_text", "check_device", "check_out_dir", "check_cache_dir", "cli_boundary", "one_line",
+           "one_line_errors",
            "DEBUG_ENV"]
 
 DEBUG_ENV = "NEURO_LPC_DEBUG"
@@ -172,6 +173,12 @@ class OneLineParser(argparse.ArgumentParser):
     def error(self, message):  # noqa: D401 - argparse API
         sys.stderr.write(f"error: {self.prog}: {one_line(message)} (see --help)\n")
         raise SystemExit(2)
+
+
+def one_line_errors(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Give an existing parser ``OneLineParser``'s one-line usage errors (for parsers built elsewhere)."""
+    parser.error = OneLineParser.error.__get__(parser)
+    return parser
 
 
 def _exit_code(err: BaseException) -> int:

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from circuits.study import main  # noqa: E402
+from circuits.cli import study_main as main  # noqa: E402  (circuits.study.main, errors as one line)
 
 if __name__ == "__main__":
     sys.exit(main())
