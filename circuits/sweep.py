@@ -54,6 +54,33 @@ class SweepConfig:
     train_batches: int = 60
     n_samples: int = 500
 
+    def validate(self) -> "SweepConfig":
+        """Every field's type and range (one-line ValueError naming it), before any work; returns self."""
+        from neuro_lpc.validation import LIMITS, check_bool, check_device, check_int, check_number, check_text
+
+        from .modes import check_learning_mode
+
+        if isinstance(self.sweeps, str) or not isinstance(self.sweeps, (tuple, list)) or not self.sweeps:
+            raise ValueError(f"sweeps must be a non-empty list of {', '.join(SWEEPS)}, got {self.sweeps!r}")
+        unknown = [s for s in self.sweeps if s not in SWEEPS]
+        if unknown:
+            raise ValueError(f"unknown sweep(s) {unknown}; choose from {', '.join(SWEEPS)}")
+        check_text("out", self.out)
+        check_text("model", self.model, allow_none=True)
+        check_bool("quick", self.quick)
+        check_bool("train", self.train)
+        check_int("seed", self.seed, lo=0, hi=LIMITS["seed"])
+        check_device("device", self.device)
+        check_int("chains", self.chains, hi=LIMITS["chains"])
+        check_int("steps", self.steps, hi=LIMITS["steps"])
+        check_int("record_every", self.record_every, hi=self.steps)
+        check_int("train_batches (--train-batches)", self.train_batches, hi=LIMITS["batches"])
+        check_int("n_samples", self.n_samples, lo=2, hi=LIMITS["samples"])
+        check_number("step_size", self.step_size, lo=0, lo_open=True)
+        check_number("tau_z", self.tau_z, lo=0, lo_open=True, unit=" of seconds")
+        check_learning_mode(self.learning)
+        return self
+
     def values(self, sweep: str) -> list:
         q = self.quick
         return {
@@ -310,12 +337,11 @@ def _train_and_score(cfg: SweepConfig, value, out: Path, device) -> dict:
     return {"fd": res["fd"], "coverage": res["coverage"], "density": res["density"]}
 
 
-def main(argv=None) -> int:
-    import argparse
-    import sys
+def build_parser():
+    from neuro_lpc.validation import OneLineParser
 
-    p = argparse.ArgumentParser(description="Sweeps of noise amplitude / temperature, Langevin step size with and "
-                                            "without preconditioning (paper Fig. 4), and time constants.")
+    p = OneLineParser(description="Sweeps of noise amplitude / temperature, Langevin step size with and "
+                                  "without preconditioning (paper Fig. 4), and time constants.")
     p.add_argument("--sweep", nargs="+", default=list(SWEEPS), help=f"which sweeps: {' '.join(SWEEPS)}")
     p.add_argument("--out", default="runs/sweep")
     p.add_argument("--model", help="a trained discrete-LPC checkpoint")
@@ -325,23 +351,37 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--learning", default="hardware-aware", help="learning-sources sweep: deploy | hardware-aware | in-memory")
     p.add_argument("--train-batches", type=int, default=60, help="learning-sources sweep: batches per training")
-    a = p.parse_args(argv)
-    cfg = SweepConfig(sweeps=tuple(a.sweep), out=a.out, model=a.model, quick=a.quick, train=a.train, device=a.device,
-                      seed=a.seed, learning=a.learning, train_batches=a.train_batches)
-    try:
-        from .modes import check_learning_mode
+    return p
 
-        check_learning_mode(cfg.learning)
-        if cfg.train_batches < 1:
-            raise ValueError(f"--train-batches must be a positive integer, got {cfg.train_batches}")
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    try:
-        files = run_sweeps(cfg, log=lambda s: print(s, flush=True))
-    except (ValueError, FileNotFoundError, PermissionError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+
+def prepare(argv=None) -> SweepConfig:
+    """Parse and check every flag, the device, the model file and the output folder before any work."""
+    from neuro_lpc.config import resolve_device
+    from neuro_lpc.train import read_checkpoint
+    from neuro_lpc.validation import check_out_dir
+
+    a = build_parser().parse_args(argv)
+    cfg = SweepConfig(sweeps=tuple(a.sweep), out=a.out, model=a.model, quick=a.quick, train=a.train, device=a.device,
+                      seed=a.seed, learning=a.learning, train_batches=a.train_batches).validate()
+    resolve_device(cfg.device)
+    if cfg.model is not None:
+        if not Path(cfg.model).is_file():
+            raise FileNotFoundError(f"model file not found: {cfg.model}")
+        read_checkpoint(cfg.model)   # CheckpointError (one line) when it is not a checkpoint
+    check_out_dir(cfg.out)
+    return cfg
+
+
+def _main(argv) -> int:
+    cfg = prepare(argv)
+    files = run_sweeps(cfg, log=lambda s: print(s, flush=True))
     for k, v in files.items():
         print(f"{k}: {v} and {v.with_suffix('.png')}")
     return 0
+
+
+def main(argv=None) -> int:
+    """``sims/sweep.py``: every error is one line on stderr (exit 2: bad input; 1: the run failed), no traceback."""
+    from neuro_lpc.validation import cli_boundary
+
+    return cli_boundary(_main, argv)

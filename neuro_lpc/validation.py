@@ -194,14 +194,14 @@ def _exit_code(err: BaseException) -> int:
 
 
 def _message(err: BaseException) -> str:
-    from .errors import DivergenceError
+    from .errors import CheckpointError, DivergenceError
 
     if isinstance(err, KeyboardInterrupt):   # TrainingInterrupted says where its checkpoint went
         return f"interrupted: {one_line(err)}" if str(err) else "interrupted"
     text = one_line(err)
     if isinstance(err, DivergenceError):
         return f"the run diverged: {text}"
-    if isinstance(err, (ValueError, FileNotFoundError, PermissionError)) and text:
+    if isinstance(err, (ValueError, FileNotFoundError, PermissionError, CheckpointError)) and text:
         return text
     if isinstance(err, OSError) and getattr(err, "strerror", None):
         return f"{err.strerror}: {err.filename}" if err.filename else err.strerror
