@@ -131,8 +131,8 @@ def poisson_fano_theory(mu, sigma, gain: float, window: float, threshold: float 
     if np.any(sigma < 0):
         raise ValueError("sigma must be >= 0")
     scale = ck.positive("gain", gain) * ck.positive("window", window)
-    s = np.maximum(sigma, 1e-300)
-    u = mu / s
+    s = np.where(sigma > 0, sigma, 1.0)
+    u = np.where(sigma > 0, mu / s, 0.0)
     m1 = np.where(sigma > 0, mu * stats.norm.cdf(u) + s * stats.norm.pdf(u), np.clip(mu, 0, None))
     m2 = np.where(sigma > 0, (mu ** 2 + s ** 2) * stats.norm.cdf(u) + mu * s * stats.norm.pdf(u),
                   np.clip(mu, 0, None) ** 2)
