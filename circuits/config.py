@@ -16,7 +16,8 @@ import torch
 from .noise import NoiseModel
 from .timescales import TimescaleModel, Uniform, make_timescales
 
-__all__ = ["CircuitConfig", "ERROR_FORMS", "LEARNING_RULES", "PRECONDITION", "PRECONDITIONERS", "check_dt_static"]
+__all__ = ["CircuitConfig", "ERROR_FORMS", "LEARNING_RULES", "PRECONDITION", "PRECONDITIONERS", "check_dt_static",
+           "check_noise_amplitudes", "NOISE_AMPLITUDE_MAX"]
 
 ERROR_FORMS = ("error", "bogacz")
 LEARNING_RULES = ("hebbian", "exact")
@@ -24,6 +25,8 @@ PRECONDITION = (None, False, True, "rms")
 PRECONDITIONERS = ("adam", "frozen")   # as neuro_lpc.langevin: gain units adapt throughout, or hold after a warm-up
 DEFAULT_WARMUP_STEPS = 100             # the default warm-up of "frozen": 100 dt (LangevinSampler: min(100, steps // 2))
 DEFAULT_MAX_GAIN = 1e4                 # the cap on G, as LangevinSampler's max_gain (neuro_lpc/langevin.py: why)
+NOISE_AMPLITUDE_MAX = 1e3              # largest noise std / Fano factor accepted: 1000x the signal scale is no device,
+                                       # and far larger values overflow float32 mid-run instead of failing up front
 
 
 def _number(name, value, *, positive=False, nonneg=False, allow_none=False):
@@ -125,7 +128,7 @@ class CircuitConfig:
                 torch.device(self.device)
             except (RuntimeError, TypeError) as err:
                 raise ValueError(f"CircuitConfig: bad device {self.device!r}: {err}") from None
-        self.noise_model()
+        check_noise_amplitudes(self.noise_model())
         self.timescale_model()
         return self
 
@@ -206,3 +209,13 @@ def check_dt_static(config: CircuitConfig, prior_std: float = 1.0) -> None:
     if not dt < bound:
         raise ValueError(f"dt={dt:g} s is unstable for Euler-Maruyama: {what} needs dt < {bound:.4g} s "
                          f"(dt <= {bound / 10:.3g} s for accuracy)")
+
+
+def check_noise_amplitudes(model: NoiseModel) -> None:
+    """Refuse noise amplitudes (``*std``, ``*fano`` parameters) above ``NOISE_AMPLITUDE_MAX`` before any work."""
+    for i, src in enumerate(model.sources):
+        for key, v in src.params.items():
+            if (key.endswith("std") or key.endswith("fano")) and isinstance(v, (int, float)) and v > NOISE_AMPLITUDE_MAX:
+                raise ValueError(f"noise source {i} ({src.type!r}): {key}={v:g} is too large (at most "
+                                 f"{NOISE_AMPLITUDE_MAX:g}; amplitudes are relative to the signal scale unless "
+                                 f"units='absolute')")

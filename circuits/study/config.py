@@ -142,8 +142,8 @@ def check_fields(cfg: StudyConfig) -> None:
         if cfg.precondition is not None:
             check_number("precondition (a decay beta; null = off)", cfg.precondition, lo=0, hi=1, hi_open=True)
         # the circuit rows run at dt = gamma tau_z: its stability bounds on tau_z / tau_e / tau_m need no network
-        cc = CircuitConfig(dt=cfg.step_size * cfg.tau_z, tau_z=cfg.tau_z, tau_e=cfg.tau_e, noise="ideal",
-                           precondition=cfg.precondition or None)
+        cc = CircuitConfig(dt=cfg.step_size * cfg.tau_z, tau_z=cfg.tau_z, tau_e=cfg.tau_e, noise=resolve_noise(cfg),
+                           precondition=cfg.precondition or None)   # also the noise file's amplitudes
         check_dt_static(cc.validate())
         if cfg.cache_dir is not None:
             check_cache_dir(cfg.cache_dir, "cache folder (--cache-dir)")
