@@ -136,6 +136,10 @@ class LangevinSampler:
         temperature: T in sqrt(2 gamma T G); 1 samples the posterior, 0 is classic (noise-free) PC.
         metropolis: MALA instead of ULA (no preconditioning, temperature 1, sampling only).
         check_every: host check for NaN/inf every this many steps (the failing step is tracked on the device).
+        fast: None (eager), "fused" (the preconditioner's elementwise work as one torch.compile'd kernel),
+            "fused-eager" (the same function uncompiled) or "graphs" (CUDA graphs of ``graph_block`` steps; eager
+            off CUDA); trajectories with records, MALA and "frozen" run eager. See neuro_lpc.fast.
+        graph_block: steps per captured CUDA graph (the largest divisor of ``steps`` not above it).
     """
 
     step_size: float
@@ -149,6 +153,8 @@ class LangevinSampler:
     temperature: float = 1.0
     metropolis: bool = False
     check_every: int = 50
+    fast: str | None = None
+    graph_block: int = 50
 
     def __post_init__(self):
         if not (isinstance(self.step_size, (int, float)) and math.isfinite(self.step_size) and self.step_size > 0):
@@ -181,6 +187,11 @@ class LangevinSampler:
             raise ValueError("metropolis=True (MALA) supports neither preconditioning nor temperature != 1")
         if self.check_every < 1:
             raise ValueError("check_every must be >= 1")
+        from .fast import FAST_MODES
+        if self.fast not in FAST_MODES:
+            raise ValueError(f"fast must be one of {FAST_MODES}, got {self.fast!r}")
+        if isinstance(self.graph_block, bool) or not isinstance(self.graph_block, int) or self.graph_block < 1:
+            raise ValueError(f"graph_block must be a positive integer, got {self.graph_block!r}")
 
     def config(self) -> dict:
         return asdict(self)
@@ -231,6 +242,11 @@ class LangevinSampler:
         return t, z_tr, lj_tr, sn_tr
 
     def _sample_ula(self, model, x, z0, record_every, generator, accumulate_grad, grad_scale, track_moments):
+        if self.fast is not None:   # neuro_lpc.fast: fused preconditioner / CUDA graphs; None = not applicable here
+            from .fast import sample_fast
+            res = sample_fast(self, model, x, z0, record_every, generator, accumulate_grad, grad_scale, track_moments)
+            if res is not None:
+                return res
         T, gamma, beta = self.steps, float(self.step_size), self.precondition
         B = z0.shape[0]
         t_rec, z_tr, lj_tr, sn_tr = self._alloc_records(z0, record_every)
