@@ -54,6 +54,20 @@ def test_finite_tau_e_breaks_detailed_balance_of_the_joint_but_not_of_z(form):
         assert np.max(np.abs(C - np.swapaxes(C, 1, 2))) < 1e-12 * np.abs(C).max()
 
 
+def test_which_heterogeneities_break_detailed_balance_of_z():
+    """Adiabatic: per-unit tau_z (noise scaled with it) is a diagonal preconditioner, reversible; per-unit noise
+    amplitudes (temperatures) are not.  Finite tau_e with per-unit tau_z: the z-block itself turns asymmetric."""
+    A0, _, B0 = linear_circuit_matrices(W3x2, np.zeros(3), np.zeros(3), 0.8, 1.0, 1.0, 0.0)
+    tz = np.array([1.0, 2.5])
+    assert linear_flux_theory(A0 / tz[:, None], B0 / np.sqrt(tz)[:, None]).rotation_rate < 1e-12
+    assert linear_flux_theory(A0, B0 * np.array([1.0, 1.5])[:, None]).rotation_rate > 0.05
+    A, _, B = linear_circuit_matrices(W3x2, np.zeros(3), np.zeros(3), 0.8, 1.0, 1.0, 0.2)
+    A[:2] /= tz[:, None]
+    B[:2] /= np.sqrt(tz)[:, None]
+    C = ou_lagged_cov(A, B, [0.3])[0, :2, :2]
+    assert np.abs(C - C.T).max() > 1e-3 * np.abs(C).max()
+
+
 def test_mismatched_feedback_breaks_detailed_balance_of_z():
     """Adiabatic error units but feedback B != W^T: dz = -(I/s_p^2 + B W/sigma^2) z dt + sqrt(2) dW."""
     fb = W3x2.T + np.array([[0.0, 0.5, 0.0], [0.0, 0.0, -0.5]])
