@@ -51,10 +51,10 @@ def decoder_layers(decoder: nn.Module) -> list[tuple[str, str | None, str]]:
     """[(weight name, bias name or None, activation)] of an ``nn.Linear`` or a fully connected ``nn.Sequential``."""
     if type(decoder) is nn.Linear:
         return [("weight", "bias" if decoder.bias is not None else None, "identity")]
-    if type(decoder) is not nn.Sequential:
-        conv = any(isinstance(m, nn.modules.conv._ConvNd) for m in decoder.modules())
-        raise BrianUnsupported(f"Brian2 cannot express a {'convolutional ' if conv else ''}decoder "
-                               f"{type(decoder).__name__}: use nn.Linear or an nn.Sequential of nn.Linear and "
+    conv = [type(m).__name__ for m in decoder.modules() if isinstance(m, nn.modules.conv._ConvNd)]
+    if conv or type(decoder) is not nn.Sequential:
+        what = f"a convolutional decoder ({conv[0]})" if conv else f"the decoder {type(decoder).__name__}"
+        raise BrianUnsupported(f"Brian2 cannot express {what}: use nn.Linear or an nn.Sequential of nn.Linear and "
                                f"elementwise tanh/sigmoid/relu/silu")
     layers: list[list] = []
     for name, m in decoder.named_children():
@@ -65,8 +65,7 @@ def decoder_layers(decoder: nn.Module) -> list[tuple[str, str | None, str]]:
         elif type(m) is nn.Identity:
             continue
         else:
-            what = "convolutional layer" if isinstance(m, nn.modules.conv._ConvNd) else "module"
-            raise BrianUnsupported(f"Brian2 cannot express the decoder's {what} {name} ({type(m).__name__}): only "
+            raise BrianUnsupported(f"Brian2 cannot express the decoder's module {name} ({type(m).__name__}): only "
                                    f"nn.Linear each followed by at most one of tanh/sigmoid/relu/silu")
     if not layers:
         raise BrianUnsupported("Brian2 cannot express an empty decoder")
