@@ -119,11 +119,23 @@ def test_markdown_table_without_onset(section):
     assert sec["figures"] == ["diagnostics_flux.png", "diagnostics_noise_correlations.png"]
 
 
+def test_section_is_json_and_a_diverged_row_is_skipped(section):
+    import json
+
+    sec, _ = section
+    json.dumps(sec)
+    z = np.random.default_rng(0).standard_normal((20, 4, 3))
+    bad = z.copy()
+    bad[5, 1, 0] = np.nan
+    two = diagnostics_section({"ok": z, "diverged": bad}, dt_record=1.0, config=DiagnosticsConfig(figures=False))
+    assert "skipped" in two["rows"]["diverged"] and "flux" in two["rows"]["ok"]
+    assert "diverged: not measured" in render_markdown(two)
+
+
 @pytest.mark.parametrize("args, kw, match", [
     (({},), {}, "non-empty dict"),
     (({"a": np.zeros((5, 4, 3))},), {"dt_record": 1.0}, r"R>=8"),
     (({"a": np.ones((20, 4, 3))},), {}, "record times"),
-    (({"a": np.full((20, 4, 3), np.nan)},), {"dt_record": 1.0}, "non-finite"),
     (({"a": np.random.rand(20, 4, 3)},), {"dt_record": 1.0, "onset_by_method": {"b": None}}, "onset_by_method"),
     (({"a": np.random.rand(20, 4, 3)},), {"dt_record": 1.0, "prior_std": -1}, "prior_std"),
     (({"a": np.random.rand(20, 4, 3)},), {"dt_record": 1.0, "config": DiagnosticsConfig(count_window=0)}, "count_window"),

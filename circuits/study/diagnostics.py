@@ -59,8 +59,6 @@ def _z_of(label: str, value) -> np.ndarray:
     z = _as_numpy(z)
     if z.ndim != 3 or z.shape[0] < 8 or z.shape[1] < 2 or z.shape[2] < 2:
         raise ValueError(f"trace of {label!r} must have shape (R>=8, B>=2 chains, d>=2), got {z.shape}")
-    if not np.all(np.isfinite(z)):
-        raise ValueError(f"trace of {label!r} has non-finite entries (a diverged row: leave it out)")
     return z
 
 
@@ -166,7 +164,8 @@ def diagnostics_section(traces_by_method: dict, log_joints_by_method: dict | Non
     traces_by_method: label -> ``(z_trace (R, B, d), x)`` or z_trace (torch or numpy); log_joints_by_method:
     label -> ``(t (R,), ...)`` for the record spacing (else ``dt_record``); prior_std: the model's s_p;
     onset_by_method: label -> ``(t, z (R, S, d))`` of an onset experiment (optional).
-    Returns ``{"rows": {label: {...}}, "config": ..., "figures": [...], "wall_s": ...}``.
+    A row whose trace has non-finite values (a diverged chain) gets ``{"skipped": reason}`` instead.
+    Returns ``{"rows": {label: {...}}, "config": ..., "figures": [...], "wall_s": ...}`` (JSON-able).
     """
     t0 = time.perf_counter()
     cfg = config or DiagnosticsConfig()
@@ -184,6 +183,9 @@ def diagnostics_section(traces_by_method: dict, log_joints_by_method: dict | Non
         raise ValueError(f"onset_by_method names rows without traces: {', '.join(map(repr, unknown))}")
     rows, figs, curves = {}, {}, {}
     for label, z in zs.items():
+        if not np.all(np.isfinite(z)):              # a diverged chain is a result of its row, not an error here
+            rows[label] = {"skipped": "non-finite values in the trace (the row diverged)"}
+            continue
         rows[label], figs[label] = _row(z, dts[label], prior_std, cfg)
         if onset_by_method and label in onset_by_method:
             rows[label]["onset"], curves[label] = _onset(label, onset_by_method[label], prior_std, dts[label], cfg)
@@ -252,8 +254,11 @@ def _f(v, nd: int = 3) -> str:
 
 def render_markdown(section: dict) -> str:
     """The section as markdown: one table of every row's diagnostics, a line per measure, the figures."""
-    rows = section["rows"]
+    skipped = {k: r["skipped"] for k, r in section["rows"].items() if "skipped" in r}
+    rows = {k: r for k, r in section["rows"].items() if "skipped" not in r}
     cfg = section["config"]
+    if not rows:
+        return "## Diagnostics\n\nNo row has finite traces: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()) + "\n"
     head = "| | " + " | ".join(rows) + " |\n|---|" + "---|" * len(rows) + "\n"
     def line(name, fn):
         return f"| {name} | " + " | ".join(fn(r) for r in rows.values()) + " |\n"
@@ -290,5 +295,6 @@ def render_markdown(section: dict) -> str:
            "No onset experiment was run: the within-image variance ratio is the stationary quenching; the quenching "
            "curve and onset overshoot need trials started from the prior. ")
         + "See docs/diagnostics.md.")
+    notes += "".join(f" {k}: not measured ({v})." for k, v in skipped.items())
     figs = "".join(f"- `{f}`\n" for f in section.get("figures", []))
     return "## Diagnostics\n\n" + table + "\n" + notes + "\n" + ("\n" + figs if figs else "")
