@@ -70,17 +70,17 @@ class TrainConfig:
         check_int("batch_size", self.batch_size, hi=LIMITS["batch_size"])
         check_int("langevin_steps", self.langevin_steps, hi=LIMITS["steps"])
         check_int("latent_dim", self.latent_dim, hi=LIMITS["latent_dim"])
-        check_int("prior_init_batches", self.prior_init_batches, lo=0)
+        check_int("prior_init_batches", self.prior_init_batches, lo=0, hi=LIMITS["batches"])
         check_int("max_batches_per_epoch", self.max_batches_per_epoch, hi=LIMITS["batches"], allow_none=True)
         check_int("seed", self.seed, lo=0, hi=LIMITS["seed"])
         check_int("sample_grid", self.sample_grid, lo=0, hi=LIMITS["sample_grid"])
-        check_int("log_every", self.log_every)
+        check_int("log_every", self.log_every, hi=LIMITS["batches"])
         check_int("checkpoint_every_steps", self.checkpoint_every_steps, allow_none=True)
         check_number("checkpoint_every_s", self.checkpoint_every_s, lo=0, lo_open=True, allow_none=True, unit=" of seconds")
         for name in ("lr", "step_size", "likelihood_sigma", "prior_std", "precondition_delta"):
             check_number(name, getattr(self, name), lo=0, lo_open=True)
         check_bool("learn_sigma", self.learn_sigma)
-        if self.precondition is not None and not isinstance(self.precondition, str):   # str: a subclass's "rms"
+        if self.precondition is not None:   # CircuitTrainConfig checks its own ("rms", True) in CircuitConfig
             check_number("precondition (a decay beta; 0 or null = off)", self.precondition, lo=0, hi=1, hi_open=True)
         t = self.temperature
         # None only where a subclass declares it as its default (CircuitTrainConfig: the noise model's temperature)

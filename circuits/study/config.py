@@ -133,7 +133,7 @@ def check_fields(cfg: StudyConfig) -> None:
                  "n_samples": "samples", "record_every": "steps", "k": "chains"}
         for name, limit in sizes.items():
             check_int(name.replace("_", "-"), getattr(cfg, name), hi=LIMITS[limit])
-        check_int("prior-init-batches", cfg.prior_init_batches, lo=0)
+        check_int("prior-init-batches", cfg.prior_init_batches, lo=0, hi=LIMITS["batches"])
         check_int("threads", cfg.threads, hi=LIMITS["threads"], allow_none=True)
         check_int("train-workers", cfg.train_workers, hi=LIMITS["workers"], allow_none=True)
         check_number("step-size", cfg.step_size, lo=0, lo_open=True)
