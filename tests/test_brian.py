@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("brian2")
+pytestmark = pytest.mark.usefixtures("single_thread")   # tiny steps: one torch thread (tests/conftest.py)
 
 from circuits.analysis import euler_maruyama_stationary, linear_circuit_matrices  # noqa: E402
 from circuits.brian import (build_linear_circuit_network, linear_circuit_from_model,  # noqa: E402

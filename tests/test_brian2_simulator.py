@@ -214,3 +214,16 @@ def test_exact_linear_reference_autocorrelation_time_is_the_ou_integral():
     assert ref["tau_int"][0] == pytest.approx(2 / k, rel=1e-6)
     # the EM chain z' = (1 - k dt) z + ...: variance (2 k / 17) dt / (1 - (1 - k dt)^2) = (1 / 17) / (1 - k dt / 2)
     assert ref["cov"][0, 0] == pytest.approx((1 / 17) / (1 - k * 1e-4 / 2), rel=1e-7)
+
+
+@pytest.mark.slow
+def test_cython_target_is_the_same_circuit():
+    """The cython target (compiled once, cached in ~/.cython) runs the same recursion: equal to torch at T = 0."""
+    model = make_model(mlp2)
+    cfg = CircuitConfig(dt=1e-4, tau_z=1e-2, tau_e=2e-3, noise=ALL_FROZEN)
+    gen = torch.Generator().manual_seed(3)
+    x, z0 = torch.randn(3, 4, generator=gen, dtype=torch.float64), torch.randn(3, 2, generator=gen, dtype=torch.float64)
+    tr = Circuit(model, cfg).simulate(x, z0, steps=100, record_every=10)
+    br = simulate_brian2(model, x, cfg, z0=z0, steps=100, record_every=10, target="cython")
+    assert br.attrs["target"] == "cython"
+    torch.testing.assert_close(br.z, tr.z, rtol=0, atol=1e-10)
