@@ -234,8 +234,8 @@ def _figures(out: Path, rows: dict, figs: dict, curves: dict, prior_std: float) 
 
     if curves:
         fig, ax = plt.subplots(figsize=(5, 3.4))
-        for label, q in curves.items():
-            ax.plot(q.t, q.ratio, color=col[label], label=label)
+        for i, (label, q) in enumerate(curves.items()):
+            ax.plot(q.t, q.ratio, color=col[label], label=label, ls=("-", "--", ":", "-.")[i % 4])
             ax.fill_between(q.t, q.ratio - 2 * q.ratio_se, q.ratio + 2 * q.ratio_se, color=col[label], alpha=0.2)
         ax.axhline(1.0, color="k", lw=0.8, ls=":")
         ax.set_xlabel("time after onset (s)")
@@ -283,6 +283,8 @@ def render_markdown(section: dict) -> str:
             f"{_f(r['onset']['final_var_ratio'])}, {_f(r['onset']['quench_time_s'])}" if "onset" in r else "–"))
         table += line("onset overshoot of the mean (noise floor)", lambda r: (
             f"{_f(r['onset']['overshoot'], 2)} ({_f(r['onset']['mean_noise'], 1)})" if "onset" in r else "–"))
+        table += line("onset Fano factor: first → last window", lambda r: (
+            f"{_f(r['onset']['fano_first_window'])} → {_f(r['onset']['fano_last_window'])}" if "onset" in r else "–"))
     notes = (
         f"Stationary part: the last {cfg['stationary_fraction']:g} of each chain; fluctuations about each chain's own "
         "mean (one image per chain). Circulation: (C(Δ) − C(Δ)ᵀ)/2Δ of the fluctuations on their first two principal "
