@@ -248,7 +248,10 @@ def sample_fast(sampler, model, x, z0, record_every, generator, accumulate_grad,
                 _raise(chain, b * block + bad + 1, stash)
         return _finish(sampler, chain, T, B, grad_scale, stash)
     check = sampler.check_every
-    chain = _Chain(sampler, model, x, z0, generator, accumulate_grad, track_moments, update, check, False)
+    # the compiled update takes 1 - beta^t as a device tensor (a Python float would be a new constant, and a
+    # recompilation, at every step); the uncompiled reference keeps the eager sampler's host float
+    chain = _Chain(sampler, model, x, z0, generator, accumulate_grad, track_moments, update, check,
+                   device_t=mode != "fused-eager")
     for t in range(1, T + 1):
         chain.step((t - 1) % check)
         if t % check == 0 or t == T:

@@ -126,10 +126,20 @@ def test_compiled_update_equals_eager_on_cpu():
     m = m.abs()
     f = compiled_precondition_update()
     for t in (1, 2, 50):
-        ref = precondition_update(z, m, s, n, 1 - 0.25**t, 0.1, 0.25, 1e-8, 1e4, 0.5)
-        out = f(z, m, s, n, 1 - 0.25**t, 0.1, 0.25, 1e-8, 1e4, 0.5)
+        corr = 1 - torch.pow(0.25, torch.tensor(float(t), dtype=torch.float64))   # as the fast loop passes it
+        ref = precondition_update(z, m, s, n, corr, 0.1, 0.25, 1e-8, 1e4, 0.5)
+        out = f(z, m, s, n, corr, 0.1, 0.25, 1e-8, 1e4, 0.5)
         for a, b in zip(out, ref):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_compiled_training_chain_equals_the_eager_chain():
+    eager, g_eager = _run(None, 0.25)
+    fused, g_fused = _run("fused", 0.25)            # compiled once; 1 - beta^t from the on-device step count
+    torch.testing.assert_close(fused.z, eager.z, rtol=1e-9, atol=1e-9)
+    for a, b in zip(g_fused, g_eager):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
 
 
 # ----------------------------------------------------------------------------------- CUDA ----
