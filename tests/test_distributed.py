@@ -135,6 +135,22 @@ def test_unsharded_circuit_noise_is_refused_before_any_work():
         distributed_trainer_class(CircuitTrainer)(model, enc, ccfg, dist_context=ctx)
 
 
+def test_init_from_env_outside_torchrun_and_bad_env(monkeypatch):
+    from neuro_lpc.distributed import init_from_env
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert init_from_env("cpu") is None                       # a plain single-process run
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert init_from_env("cpu") is None
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "5")
+    with pytest.raises(ValueError, match=r"RANK must be an integer in \[0, WORLD_SIZE=2\)"):
+        init_from_env("cpu")
+    monkeypatch.setenv("WORLD_SIZE", "two")
+    with pytest.raises(ValueError, match="WORLD_SIZE must be an integer"):
+        init_from_env("cpu")
+
+
 def test_batch_not_divisible_by_world_is_refused():
     ds = torch.utils.data.TensorDataset(torch.arange(10), torch.zeros(10))
     with pytest.raises(ValueError, match="divisible"):
