@@ -28,7 +28,8 @@ The first call with a new (model, batch shape, dtype, options) captures the grap
 steps on a side stream first; the generator state is restored afterwards, so capture consumes no noise);
 later calls copy the new x and z0 into the static buffers and replay. The model's parameters must stay
 the same tensors (optimisers update them in place: fine); the graph is rebuilt if they are replaced.
-NaN/inf are caught per block (one reduction per step into a device ring, read once per block).
+NaN/inf are caught per block: per step and chain, sum_i z_i + log p(x, z) goes into a device ring read once
+per block (a decoder that returns NaN for one chain is caught through its log-joint even while z stays finite).
 """
 from __future__ import annotations
 
@@ -95,7 +96,7 @@ class _Chain:
         self.lj_total = torch.zeros((), device=z0.device, dtype=z0.dtype)
         self.z_sum = torch.zeros_like(self.z) if track_moments else None
         self.z_sq = torch.zeros_like(self.z) if track_moments else None
-        self.ring = torch.zeros(block, device=z0.device, dtype=z0.dtype)
+        self.ring = torch.zeros(block, z0.shape[0], device=z0.device, dtype=z0.dtype)   # per step and chain
         self.update = update_fn
         self.noise_scale = math.sqrt(2 * float(sampler.step_size) * sampler.temperature)
 
@@ -141,14 +142,18 @@ class _Chain:
         if self.z_sum is not None:
             self.z_sum.add_(self.z)
             self.z_sq.addcmul_(self.z, self.z)
-        torch.sum(self.z, dim=None, out=self.ring[i])
+        # sum_i z_i(t) + log p(x, z(t-1)) per chain: non-finite iff the state or the step's log-joint is
+        torch.sum(self.z, dim=1, out=self.ring[i])
+        self.ring[i].add_(lj.detach())
 
 
-def _first_bad(ring: torch.Tensor, k: int) -> int | None:
+def _first_bad(ring: torch.Tensor, k: int) -> tuple[int, int] | None:
+    """(row, chain) of the first non-finite entry in the first k rows of the ring (one host sync)."""
     bad = ~torch.isfinite(ring[:k])
     if not bool(bad.any()):
         return None
-    return int(bad.nonzero()[0, 0])
+    row, chain = (int(i) for i in bad.nonzero()[0])
+    return row, chain
 
 
 def _finish(sampler, chain, steps, B, grad_scale, stash):
@@ -165,12 +170,16 @@ def _finish(sampler, chain, steps, B, grad_scale, stash):
                         gain=None if chain.G is None else chain.G.clone())
 
 
-def _raise(chain, step, stash):
-    from .langevin import _raise_divergence
+def _raise(chain, step: int, bad_chain: int, stash):
+    from .errors import DivergenceError
 
     for p, g in zip(chain.params, stash):
         p.grad = g
-    _raise_divergence(chain.z, step)
+    bad = (~torch.isfinite(chain.z[bad_chain])).nonzero()
+    unit = int(bad[0, 0]) if len(bad) else None
+    what = f"non-finite z, latent unit {unit}" if unit is not None else "a non-finite log-joint (decoder output)"
+    raise DivergenceError(f"Langevin chain diverged at step {step}: {what} in chain {bad_chain} "
+                          f"(try a smaller step size or preconditioning)", step=step, chain=bad_chain, unit=unit)
 
 
 # ------------------------------------------------------------------------------------ graphs ----
@@ -245,7 +254,7 @@ def sample_fast(sampler, model, x, z0, record_every, generator, accumulate_grad,
             graphed.replay()
             bad = _first_bad(chain.ring, block)       # one host sync per block
             if bad is not None:
-                _raise(chain, b * block + bad + 1, stash)
+                _raise(chain, b * block + bad[0] + 1, bad[1], stash)
         return _finish(sampler, chain, T, B, grad_scale, stash)
     check = sampler.check_every
     # the compiled update takes 1 - beta^t as a device tensor (a Python float would be a new constant, and a
@@ -258,5 +267,5 @@ def sample_fast(sampler, model, x, z0, record_every, generator, accumulate_grad,
             k = (t - 1) % check + 1
             bad = _first_bad(chain.ring, k)
             if bad is not None:
-                _raise(chain, t - k + 1 + bad, stash)
+                _raise(chain, t - k + 1 + bad[0], bad[1], stash)
     return _finish(sampler, chain, T, B, grad_scale, stash)

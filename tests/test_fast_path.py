@@ -242,3 +242,31 @@ def test_circuit_graph_on_cuda_without_noise_equals_eager():
     assert out.attrs["fast"] == "graphs"
     torch.testing.assert_close(out.z, ref.z, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(out.log_joint, ref.log_joint, rtol=1e-4, atol=1e-3)
+
+
+class _NaNForChain(nn.Module):
+    """A decoder that returns NaN for chain 2 once |z| of that chain passes a threshold."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(6, 20).double()
+
+    def forward(self, z):
+        out = self.lin(z)
+        if z.shape[0] <= 2:                               # the output-shape probe (batch 1)
+            return out
+        poison = torch.zeros_like(out)
+        poison[2] = torch.where(z[2].abs().sum() > 1e9, torch.nan, 0.0)
+        return out + poison
+
+
+def test_fused_path_names_the_chain_whose_decoder_returns_nan():
+    model = GenerativeModel(nn.Linear(6, 20).double(), GaussianLikelihood(0.3), latent_dim=6)
+    model.decoder = _NaNForChain()
+    x = torch.randn(4, 20, dtype=torch.float64)
+    z0 = torch.zeros(4, 6, dtype=torch.float64)
+    z0[2] = 2e9                                       # chain 2 starts where its decoder output is NaN
+    with pytest.raises(DivergenceError) as e:
+        LangevinSampler(step_size=0.01, steps=20, fast="fused-eager", check_every=5).sample(
+            model, x, z0, generator=torch.Generator().manual_seed(0))
+    assert e.value.step == 1 and e.value.chain == 2
