@@ -23,7 +23,7 @@ from neuro_lpc.validation import DEBUG_ENV, OneLineParser, check_out_dir, check_
 
 from .learn import CircuitTrainConfig
 
-_SHARED = {k: v for k, v in _LPC_FLAGS.items() if k not in ("method", "noise_form", "precondition")}
+_SHARED = {k: v for k, v in _LPC_FLAGS.items() if k not in ("method", "noise_form", "precondition", "fast")}
 _CIRCUIT_FLAGS = {
     "dt": (float, "Euler-Maruyama step in seconds (default: step_size * tau_z, the discrete-LPC limit)"),
     "tau_z": (float, "value-unit time constant in seconds (default 0.01)"),

@@ -19,6 +19,7 @@ _FLAGS = {
     "prior_init_batches": (int, "first batches started from the prior (paper: 50)"),
     "max_batches_per_epoch": (int, "cap on batches per epoch"), "seed": (int, "random seed"),
     "device": (str, "auto | cpu | cuda"), "noise_form": (str, "correct | literal (Algorithm 1 as printed)"),
+    "fast": (str, "Langevin fast path: fused (compiled preconditioner) | graphs (CUDA graphs; eager off CUDA); default eager"),
     "sample_grid": (int, "samples in the per-epoch PNG grid (0 = no grid; at most 1024)"),
 }
 

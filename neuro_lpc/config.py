@@ -44,6 +44,8 @@ class TrainConfig:
     device: str = "auto"                     # auto | cpu | cuda
     sample_grid: int = 64                    # samples in the per-epoch PNG grid (0 = none)
     log_every: int = 1
+    fast: str | None = None                  # LangevinSampler fast path: None (eager) | fused | graphs (CUDA graphs,
+                                             # eager off CUDA): the same chain (docs/scale.md)
     checkpoint_every_steps: int | None = None  # also checkpoint after every N-th optimiser step (None: not by steps)
     checkpoint_every_s: float | None = 600.0   # ... and after the first step ending this many seconds after the last
                                                # checkpoint (None: not by time); plus every epoch end and SIGINT
@@ -76,6 +78,7 @@ class TrainConfig:
         check_int("sample_grid", self.sample_grid, lo=0, hi=LIMITS["sample_grid"])
         check_int("log_every", self.log_every, hi=LIMITS["batches"])
         check_int("checkpoint_every_steps", self.checkpoint_every_steps, allow_none=True)
+        check_choice("fast", self.fast, ("fused", "graphs"), allow_none=True)
         check_number("checkpoint_every_s", self.checkpoint_every_s, lo=0, lo_open=True, allow_none=True, unit=" of seconds")
         for name in ("lr", "step_size", "likelihood_sigma", "prior_std", "precondition_delta"):
             check_number(name, getattr(self, name), lo=0, lo_open=True)

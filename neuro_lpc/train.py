@@ -40,7 +40,7 @@ CHECKPOINT_FORMAT = "neuro_lpc-checkpoint-v2"          # v2: checksum, every RNG
 LEGACY_FORMATS = ("neuro_lpc-checkpoint-v1",)          # per-epoch checkpoints without a checksum: still read
 # config keys a resume may change (they do not alter the trajectory of the run); any other change is refused
 RESUMABLE_KEYS = frozenset({"epochs", "device", "data_root", "download", "max_wall_s", "sample_grid", "log_every",
-                            "checkpoint_every_steps", "checkpoint_every_s"})
+                            "checkpoint_every_steps", "checkpoint_every_s", "fast"})
 
 
 def build_model(config: TrainConfig, image_size: int, channels: int) -> tuple[GenerativeModel, nn.Module]:
@@ -377,7 +377,8 @@ class LPCTrainer(Trainer):
         super().__init__(model, encoder, config, out_dir)
         self.sampler = sampler or LangevinSampler(
             step_size=config.step_size, steps=config.langevin_steps, precondition=config.precondition,
-            delta=config.precondition_delta, noise=config.noise_form, temperature=config.temperature)
+            delta=config.precondition_delta, noise=config.noise_form, temperature=config.temperature,
+            fast=getattr(config, "fast", None))
         self.encoder_params = list(self.encoder.parameters())
 
     def initial_state(self, x, mean, var) -> torch.Tensor:
