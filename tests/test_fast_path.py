@@ -270,3 +270,16 @@ def test_fused_path_names_the_chain_whose_decoder_returns_nan():
         LangevinSampler(step_size=0.01, steps=20, fast="fused-eager", check_every=5).sample(
             model, x, z0, generator=torch.Generator().manual_seed(0))
     assert e.value.step == 1 and e.value.chain == 2
+
+
+def test_train_config_fast_reaches_the_sampler_and_bad_values_are_refused(tmp_path):
+    from neuro_lpc import TrainConfig
+    from neuro_lpc.cli import train_main
+    from neuro_lpc.train import LPCTrainer
+
+    model = _model()
+    enc = nn.Linear(20, 12).double()
+    tr = LPCTrainer(model, enc, TrainConfig(fast="graphs", latent_dim=6, likelihood="gaussian", device="cpu"))
+    assert tr.sampler.fast == "graphs"
+    assert train_main(["--out", str(tmp_path / "r"), "--fast", "cudagraphs"]) == 2
+    assert not (tmp_path / "r" / "metrics.jsonl").exists()
