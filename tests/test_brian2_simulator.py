@@ -60,9 +60,10 @@ def test_noise_free_run_is_the_torch_trajectory(decoder, kw):
     cfg = CircuitConfig(dt=1e-4, tau_z=1e-2, **({"noise": "none"} | kw))
     gen = torch.Generator().manual_seed(3)
     x, z0 = torch.randn(3, 4, generator=gen, dtype=torch.float64), 1.5 * torch.randn(3, 2, generator=gen, dtype=torch.float64)
-    tr = Circuit(model, cfg).simulate(x, z0, steps=200, record_every=10)
-    br = simulate_brian2(model, x, cfg, z0=z0, steps=200, record_every=10)
+    tr = Circuit(model, cfg).simulate(x, z0, steps=200, record_every=10, record_eps=True)
+    br = simulate_brian2(model, x, cfg, z0=z0, steps=200, record_every=10, record_eps=True)
     assert br.z.shape == tr.z.shape == (20, 3, 2) and br.z.dtype == torch.float64
+    torch.testing.assert_close(br.extras["eps"], tr.extras["eps"], rtol=0, atol=1e-9)
     torch.testing.assert_close(br.t, tr.t, rtol=1e-12, atol=1e-15)
     torch.testing.assert_close(br.z, tr.z, rtol=0, atol=1e-10)
     torch.testing.assert_close(br.log_joint, tr.log_joint, rtol=1e-10, atol=1e-9)

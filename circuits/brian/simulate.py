@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
 import torch
 
 from neuro_lpc.errors import DivergenceError
@@ -67,7 +66,7 @@ def simulate_brian2(model, x: torch.Tensor, config, z0=None, steps: int = 10_000
         x: observations (B, n). config: a ``CircuitConfig`` (the same one the torch circuit takes).
         z0: (B, d) tensor, or None / "prior" (the prior draw ``Circuit.simulate`` makes from ``config.seed``).
         steps, record_every: as ``Circuit.simulate``.
-        seed: seed of Brian2's random numbers (``brian2.seed``; default ``config.seed``). The frozen draws
+        seed: seed of Brian2's random numbers (``brian2.seed``, modulo 2**32; default ``config.seed``). The frozen draws
             (mismatch, time constants, programming noise) always come from ``config.seed``, as in torch.
         target: "numpy" (no compiler) or "cython" (compiled once, cached in ~/.cython; faster per step).
         record_eps: also record the error units as extra "eps" (R, B, n).

@@ -168,6 +168,6 @@ def circuit_spec(model: GenerativeModel, x: torch.Tensor, config, z0=None, seed:
         sizes.append(W.shape[0])
     spec["sizes"] = np.array(sizes)
     spec["separate_fb"] = separate
-    spec["seed"] = int(config.seed if seed is None else seed)
+    spec["seed"] = int(config.seed if seed is None else seed) % 2**32     # brian2.seed takes 32 bits
     spec["_circuit"] = circuit          # not exported; used for the Trajectory's attrs
     return spec
