@@ -80,3 +80,18 @@ def machine() -> dict:
         pass
     m["malloc_env"] = {k: os.environ.get(k) for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")}
     return m
+
+
+def vmhwm_mib() -> float | None:
+    """This process's peak resident memory (VmHWM, MiB) from /proc/self/status, None where unavailable.
+
+    Not ``ru_maxrss``: Linux carries the parent's peak over fork/exec into a child's ru_maxrss, so a probe started
+    from a large parent process (bench/run.py after other benchmarks) reports the parent's peak. VmHWM belongs
+    to the process's own address space, fresh at exec."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None

@@ -150,6 +150,11 @@ def memory_probe(steps, device):
         assert traj.z.shape[0] == 1
         import resource
         out = {"steps": steps, "maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+        try:  # the process's own peak (ru_maxrss inherits a large parent's peak over fork/exec): bench/_common.py
+            from _common import vmhwm_mib
+            out["vmhwm_mib"] = vmhwm_mib()
+        except ImportError:
+            pass
         if dev.type == "cuda":
             out["cuda_peak_mib"] = torch.cuda.max_memory_allocated(dev) / 2**20
         size = (Path(tmp) / "run.h5").stat().st_size / 2**20

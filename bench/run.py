@@ -34,7 +34,7 @@ import time
 import traceback
 from pathlib import Path
 
-from _common import interleaved, machine, median, sync  # noqa: E402  (puts the repo root on sys.path)
+from _common import interleaved, machine, median, sync, vmhwm_mib  # noqa: E402  (puts the repo root on sys.path)
 
 import torch  # noqa: E402
 
@@ -173,7 +173,7 @@ def _langevin_memory_probe(T: int, device: str) -> None:
         torch.cuda.reset_peak_memory_stats(dev)
     LangevinSampler(step_size=0.01, steps=T, precondition=0.25).sample(model, x, z0, accumulate_grad=True,
                                                                       track_moments=True)
-    out = {"T": T, "maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    out = {"T": T, "maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "vmhwm_mib": vmhwm_mib()}
     if dev.type == "cuda":
         out["cuda_peak_mib"] = torch.cuda.max_memory_allocated(dev) / 2**20
     print(json.dumps(out))
@@ -190,7 +190,7 @@ def bench_memory(dev, a):
         res = subprocess.run([sys.executable, __file__, "--_langevin-memory", str(t), "--device", str(dev)],
                              capture_output=True, text=True, check=True, env=dict(os.environ))
         lang.append(json.loads(res.stdout.strip().splitlines()[-1]))
-    key = "cuda_peak_mib" if dev.type == "cuda" else "maxrss_mib"
+    key = "cuda_peak_mib" if dev.type == "cuda" else "vmhwm_mib"   # not ru_maxrss: see _common.vmhwm_mib
     for m in circ:
         row("memory", f"circuit streamed to HDF5, {m['steps']} steps", m.get(key, float("nan")), "MiB",
             f"{key}; file {m['file_mib']:.2f} MiB")
