@@ -30,7 +30,7 @@ test-slow: setup
 	$(VPY) -m pytest -q -m slow
 
 bench: setup
-	$(VPY) bench/bench_langevin.py && $(VPY) bench/bench_circuit.py
+	$(VPY) bench/run.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
