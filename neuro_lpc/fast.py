@@ -118,10 +118,11 @@ class _Chain:
         zl = self.z.detach().requires_grad_(True)
         with torch.enable_grad():
             lj = self.model.log_joint(self.x, zl)
-            grads = torch.autograd.grad(lj.sum(), [zl, *self.params])
+            grads = torch.autograd.grad(lj.sum(), [zl, *self.params], allow_unused=True)
         s = grads[0]
         for a, g in zip(self.acc, grads[1:]):
-            a.add_(g)
+            if g is not None:                           # a parameter log p does not use keeps a zero gradient
+                a.add_(g)
         if self.params:
             self.lj_total.add_(lj.detach().sum())
         n = shard_randn(self.z.shape, generator=self.gen, device=self.z.device, dtype=self.z.dtype)
