@@ -66,10 +66,29 @@ _COMPILED = None
 
 
 def compiled_precondition_update():
-    """:func:`precondition_update` through ``torch.compile`` (fullgraph, static shapes; built once)."""
+    """:func:`precondition_update` through ``torch.compile`` (fullgraph, static shapes; built once).
+
+    If compilation fails on this machine (no C++ / Triton toolchain), the first call warns once and the
+    uncompiled function is used from then on: the same numbers, without the fusion."""
     global _COMPILED
     if _COMPILED is None:
-        _COMPILED = torch.compile(precondition_update, fullgraph=True, dynamic=False)
+        compiled = torch.compile(precondition_update, fullgraph=True, dynamic=False)
+        state = {"fn": compiled}
+
+        def update(*args):
+            try:
+                return state["fn"](*args)
+            except Exception as e:  # noqa: BLE001 - any compiler failure: fall back to the same maths eagerly
+                if state["fn"] is precondition_update:
+                    raise
+                import warnings
+
+                warnings.warn(f"torch.compile of the preconditioner update failed ({type(e).__name__}); "
+                              f"using the uncompiled function", stacklevel=2)
+                state["fn"] = precondition_update
+                return precondition_update(*args)
+
+        _COMPILED = update
     return _COMPILED
 
 
