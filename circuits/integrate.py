@@ -12,7 +12,10 @@ device busy: no host synchronisation inside it except
   divergence the window is replayed deterministically step by step to name the *first* bad step and
   unit exactly ("value unit z[3] of chain 5", "error unit eps[120] of chain 0") -- cheaper than
   tracking the first bad step on the device every step, which would cost more than a step of the
-  linear circuit;
+  linear circuit. The same check looks at the log-joints recorded since the previous one: a decoder
+  that returns NaN for a chain leaves the state finite (its score does not see the NaN) but not the
+  log-joint, so the first such record names its step, the chain and the decoder's first non-finite
+  output unit at the recorded state;
 * writing a full block of ``config.record_buffer`` records to HDF5 (when streaming).
 
 Before any step, :func:`check_step_size` rejects a dt that makes Euler-Maruyama unstable: on
@@ -33,6 +36,7 @@ import numpy as np
 import torch
 
 from neuro_lpc.errors import DivergenceError
+from neuro_lpc.langevin import describe_bad_log_joint
 from neuro_lpc.record import HDF5Recorder, Trajectory
 
 from .run import CircuitRun
@@ -227,11 +231,34 @@ def run_em(circuit, x, z0=None, steps: int = 1000, record_every: int = 10, gener
     snap = run.snapshot()
     filled = 0
     last = 0
+    lj_checked = 0   # records of the current block whose log-joint has been checked
     check_every = cfg.check_every
+
+    def check_records():
+        """Raise naming the step, chain and output unit of the first non-finite recorded log-joint."""
+        nonlocal lj_checked
+        upto = filled - (1 if run._request is not None else 0)   # a pending record is not measured yet
+        if upto <= lj_checked:
+            return
+        block_lj = recs.log_joint[lj_checked:upto]
+        if bool(torch.isfinite(block_lj).all()):
+            lj_checked = upto
+            return
+        row, chain = (int(i) for i in (~torch.isfinite(block_lj)).nonzero()[0])
+        if not bool(torch.isfinite(recs.z[lj_checked + row, chain]).all()):
+            return   # the state itself diverged: the replay of the state check names it
+        step = recs.steps[lj_checked + row]
+        unit, where = describe_bad_log_joint(circuit.model, run.x, recs.z[lj_checked + row], chain)
+        if online_lr:
+            run.restore(snap)  # leave the weights at their last good values
+        raise DivergenceError(f"circuit diverged at step {step} (t = {step * dt:.6g} s): non-finite log p(x, z) of "
+                              f"chain {chain} with a finite state ({where}); check the decoder, its weights and dt",
+                              step=step, chain=chain, unit=unit)
 
     def check():
         """Host check; on divergence replay from the snapshot to name the first bad step, then raise."""
         nonlocal snap
+        check_records()   # first: a log-joint can overflow before the state does (same answer for any window)
         if run.all_finite():
             snap = run.snapshot()
             return
@@ -276,10 +303,11 @@ def run_em(circuit, x, z0=None, steps: int = 1000, record_every: int = 10, gener
                 if streaming and filled == block:
                     run.resolve_request()  # the block's last record, before it is written
                     flush(filled)
-                    filled = 0
+                    filled = lj_checked = 0
             if k % check_every == 0 or k == steps:
                 check()
         run.resolve_request()  # the last record, when no step followed it: one forward
+        check_records()
         run.finish()  # dynamic noise states handed to a persistent noise_state
         if streaming:
             if filled:

@@ -84,37 +84,85 @@ class SampleResult:
 
 
 class _FiniteWatch:
-    """Finds the first step with a non-finite state at one reduction kernel per step and no host sync.
+    """Finds the first step and chain with a non-finite state or log-joint, at one small reduction per
+    step and no host sync.
 
-    z.sum() is non-finite iff some entry is (a NaN/inf state stays non-finite: the next score is
-    computed from it).  Sums go into a device ring of ``check_every`` slots; the host looks every
-    ``check_every`` steps and, on failure, names the first bad step of the window.
+    Per chain, sum_i z_i(t) + log p(x, z(t-1)) is non-finite iff the state or the log-joint the step
+    computed anyway is (a NaN/inf state stays non-finite: the next score is computed from it; a decoder
+    that returns NaN for a chain makes its log-joint NaN even when the score, and so z, stays finite).
+    The (B,) sums go into a device ring of ``check_every`` rows; the host looks every ``check_every``
+    steps and, on failure, names the first bad step of the window and its first bad chain.
     """
 
     def __init__(self, z: torch.Tensor, check_every: int):
-        self.ring = torch.zeros(check_every, device=z.device, dtype=z.dtype)
+        self.ring = torch.zeros(check_every, z.shape[0], device=z.device, dtype=z.dtype)
         self.n = check_every
 
-    def note(self, z: torch.Tensor, t: int) -> None:
-        torch.sum(z, dim=None, out=self.ring[(t - 1) % self.n])
+    def note(self, z: torch.Tensor, t: int, lj: torch.Tensor | None = None) -> None:
+        row = self.ring[(t - 1) % self.n]
+        torch.sum(z, dim=1, out=row)
+        if lj is not None:
+            row.add_(lj.detach())
 
     def first_bad(self, t: int) -> int | None:
         """Host check after step t (a sync); the first bad step since the previous check, or None."""
-        k = (t - 1) % self.n + 1                       # slots filled in this window
+        found = self.first_bad_chain(t)
+        return None if found is None else found[0]
+
+    def first_bad_chain(self, t: int) -> tuple[int, int] | None:
+        """(step, chain) of the first non-finite entry since the previous check, or None."""
+        k = (t - 1) % self.n + 1                       # rows filled in this window
         bad = ~torch.isfinite(self.ring[:k])
         if not bool(bad.any()):
             return None
-        return t - k + 1 + int(bad.nonzero()[0, 0])
+        row, chain = (int(i) for i in bad.nonzero()[0])
+        return t - k + 1 + row, chain
 
 
-def _raise_divergence(z: torch.Tensor, step: int, what: str = "Langevin chain") -> None:
+def describe_bad_log_joint(model, x: torch.Tensor, z: torch.Tensor, chain: int) -> tuple[str | None, str]:
+    """(unit, text) for a chain whose log p(x, z) is non-finite while z is finite: the decoder's first
+    non-finite output unit of that chain at state z, else (an overflow of the likelihood) the output unit
+    with the largest prediction error |x - g(z)|. Units are named "x[c, h, w]"."""
+    with torch.no_grad():
+        mu = model.decode(z.detach())          # the whole batch: a decoder may depend on a chain's position
+    out = mu[chain]
+    bad = (~torch.isfinite(out)).nonzero()
+    if len(bad):
+        unit = "x[" + ", ".join(str(int(i)) for i in bad[0]) + "]"
+        return unit, f"the decoder's output unit {unit} is {float(out[tuple(bad[0])])}"
+    r = (x[chain].to(out.dtype) - out).abs()
+    idx = torch.unravel_index(torch.argmax(r), r.shape)
+    unit = "x[" + ", ".join(str(int(i)) for i in idx) + "]"
+    return unit, f"the decoder's output is finite; the largest prediction error |x - g(z)| = {float(r[idx]):.3g} is at unit {unit}"
+
+
+def _raise_divergence(z: torch.Tensor, step: int, what: str = "Langevin chain", chain: int | None = None,
+                      model=None, x: torch.Tensor | None = None) -> None:
+    """Name the step, chain and unit: a latent unit when z is non-finite, else (the log-joint of ``chain``
+    was) the first non-finite decoder output unit of that chain, re-evaluated at the current state."""
     bad = (~torch.isfinite(z)).nonzero()
-    chain, unit = (int(bad[0, 0]), int(bad[0, 1])) if len(bad) else (None, None)
-    raise DivergenceError(
-        f"{what} diverged at step {step}: non-finite z in chain {chain}, latent unit {unit} "
-        f"(try a smaller step size or preconditioning)",
-        step=step, chain=chain, unit=unit,
-    )
+    if len(bad):
+        chain, unit = int(bad[0, 0]), int(bad[0, 1])
+        raise DivergenceError(
+            f"{what} diverged at step {step}: non-finite z in chain {chain}, latent unit {unit} "
+            f"(try a smaller step size or preconditioning)",
+            step=step, chain=chain, unit=unit,
+        )
+    unit, where = (describe_bad_log_joint(model, x, z, chain) if (model is not None and chain is not None)
+                   else (None, "unit unknown"))
+    raise DivergenceError(f"{what} diverged at step {step}: non-finite log p(x, z) in chain {chain} ({where} at the "
+                          f"current state; check the decoder, its weights and the step size)",
+                          step=step, chain=chain, unit=unit)
+
+
+def _check_finite_input(x: torch.Tensor) -> None:
+    """One-line ValueError naming the first non-finite entry of x (B, ...): x must be finite."""
+    if bool(torch.isfinite(x).all()):
+        return
+    bad = (~torch.isfinite(x)).nonzero()
+    first = [int(i) for i in bad[0]]
+    raise ValueError(f"x contains {len(bad)} non-finite value(s) (NaN/inf), the first in sample {first[0]} at "
+                     f"unit x[{', '.join(map(str, first[1:]))}] = {float(x[tuple(first)])}")
 
 
 @dataclass
@@ -221,6 +269,7 @@ class LangevinSampler:
                 raise ValueError(f"record_every must be an integer in [1, steps={self.steps}], got {record_every!r}")
         else:
             record_every = None
+        _check_finite_input(x)
         if not torch.isfinite(z0).all():
             raise ValueError("z0 contains NaN or inf")
         if self.metropolis:
@@ -304,13 +353,13 @@ class LangevinSampler:
                 z_sq.addcmul_(z, z)
             if record_every is not None and t % record_every == 0:
                 z_tr[t // record_every - 1] = z
-            watch.note(z, t)
+            watch.note(z, t, lj)
             if t % self.check_every == 0 or t == T:
-                fb = watch.first_bad(t)
-                if fb is not None:
+                found = watch.first_bad_chain(t)
+                if found is not None:
                     for p, g in zip(params, stash):
                         p.grad = g
-                    _raise_divergence(z, fb)
+                    _raise_divergence(z, found[0], chain=found[1], model=model, x=x)
         if record_every is not None and T % record_every == 0:
             lj_end, s_end = model.log_joint_and_score(x, z)
             lj_tr[-1] = lj_end
