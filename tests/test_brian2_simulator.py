@@ -4,8 +4,8 @@
   agree to float64 rounding for linear and fully connected decoders, both error forms, adiabatic and finite
   tau_e, and every frozen source Brian2 expresses (mismatch, feedback mismatch, programming noise, per-unit
   time constants). A wrong sign, order or weight anywhere would show as an O(1) difference.
-* Linear circuits: the stationary mean / covariance of z in Brian2 and in torch equal the discrete Lyapunov
-  solution of the EM chain (``circuits.analysis``) within Monte Carlo error. Tolerance: 5 standard errors,
+* Linear circuits (also with per-unit time constants and thermal noise in relative and absolute units): the
+  stationary mean / covariance of z in Brian2 and in torch equal the discrete Lyapunov solution of the EM chain (``circuits.analysis``) within Monte Carlo error. Tolerance: 5 standard errors,
   se(mean_i) = sqrt(S_ii / N_eff), se(cov_ij) = sqrt((S_ii S_jj + S_ij^2) / N_eff) (Gaussian z), with
   N_eff = (records kept x chains) / tau_rec and tau_rec the exact integrated autocorrelation time of z_i in
   records (the slowest over i: conservative, and the tau of z_i^2 is smaller still). Brian2 vs torch: 5 sqrt(2)
@@ -83,12 +83,16 @@ def test_default_z0_is_the_torch_prior_draw():
 
 # ------------------------------------------------------------------------------------- linear: Lyapunov
 def lyapunov_z(W, b, x, sigma_x, prior_std, tau_z, tau_e, T, dt, q_extra_z=0.0, q_e=0.0, form="error"):
-    """Stationary (mean, cov) of z of the EM chain, with extra white noise q = sigma^2 tau on z and on eps."""
-    A, c, _ = linear_circuit_matrices(W, b, x, sigma_x, prior_std, tau_z, tau_e, T, form)
-    d = W.shape[1]
-    q = np.full(A.shape[0], q_e)
+    """Stationary (mean, cov) of z of the EM chain and the exact tau_int (s) of each z_i, with extra white noise
+    q = sigma^2 tau on z and on eps; tau_z, tau_e scalars or per unit (each row of the drift is divided by its
+    unit's tau, so A = diag(1 / tau) A_1 with A_1 the matrices at unit time constants)."""
+    n, d = W.shape
+    adiabatic = np.all(np.asarray(tau_e) == 0)
+    A1, c1, _ = linear_circuit_matrices(W, b, x, sigma_x, prior_std, 1.0, 0.0 if adiabatic else 1.0, T, form)
+    tau = np.concatenate([np.broadcast_to(tau_z, d)] + ([] if adiabatic else [np.broadcast_to(tau_e, n)]))
+    A, c = A1 / tau[:, None], c1 / tau
+    q = np.full(len(tau), q_e, dtype=float)
     q[:d] = 2 * T + q_extra_z
-    tau = np.concatenate([np.full(d, tau_z), np.full(A.shape[0] - d, max(tau_e, 1e-300))])
     mean, cov = euler_maruyama_stationary(A, np.diag(np.sqrt(q / tau)), dt, c)
     # exact integrated autocorrelation time (continuous OU, in seconds): 2 [(-A)^-1 Sigma]_ii / Sigma_ii
     tau_int = 2 * np.diag(np.linalg.solve(-A, cov))[:d] / np.diag(cov)[:d]
@@ -100,8 +104,10 @@ def lyapunov_z(W, b, x, sigma_x, prior_std, tau_z, tau_e, T, dt, q_extra_z=0.0, 
     (2, 4, 2e-3, 1.0, None),
     (3, 6, 0.0, 0.5, None),
     (2, 5, 2e-3, 2.0, None),
-    (2, 4, 2e-3, 1.0, {"value_std": 0.5, "error_std": 0.3}),
-], ids=["d1-adiabatic-T1", "d2-finite-T1", "d3-adiabatic-T0.5", "d2-finite-T2", "d2-finite-thermal"])
+    (2, 4, 2e-3, 1.0, {"value_std": 0.5, "error_std": 2.0}),   # error noise doubles the z-covariance
+    (3, 5, 0.0, 1.0, {"value_std": 30.0, "error_std": 0.0, "units": "absolute", "timescales": 0.3}),
+], ids=["d1-adiabatic-T1", "d2-finite-T1", "d3-adiabatic-T0.5", "d2-finite-T2", "d2-finite-thermal",
+        "d3-adiabatic-heterogeneous-tau-absolute-thermal"])
 def test_linear_stationary_law_equals_lyapunov_and_torch(d, n, tau_e, T, thermal):
     rng = np.random.default_rng(d * 10 + n)
     W, b, xv = 0.8 * rng.normal(size=(n, d)), 0.1 * rng.normal(size=n), rng.normal(size=n)
@@ -110,11 +116,20 @@ def test_linear_stationary_law_equals_lyapunov_and_torch(d, n, tau_e, T, thermal
     with torch.no_grad():
         model.decoder.weight.copy_(torch.as_tensor(W))
         model.decoder.bias.copy_(torch.as_tensor(b))
+    thermal = dict(thermal or {})
+    spread = thermal.pop("timescales", None)
     noise = {"temperature": T, "sources": [{"type": "thermal", **thermal}] if thermal else []}
+    if spread:
+        noise["timescales"] = {"name": "heterogeneous", "sigma": spread}
     cfg = CircuitConfig(dt=dt, tau_z=tau_z, tau_e=tau_e, noise=noise, seed=4)
-    q_z = 2 * (thermal["value_std"] * prior_std) ** 2 if thermal else 0.0
+    taus = Circuit(model, cfg).timescales
+    tz = taus.tau_z.numpy() if spread else tau_z                  # per unit: the circuit's frozen draw
+    if spread:
+        assert np.ptp(tz) > 0.2 * tau_z
+    absolute = thermal.get("units") == "absolute"
+    q_z = (thermal["value_std"] ** 2 * tz if absolute else 2 * (thermal["value_std"] * prior_std) ** 2) if thermal else 0.0
     q_e = 2 * (thermal["error_std"] / sigma_x) ** 2 if thermal else 0.0
-    mean, cov, tau_int = lyapunov_z(W, b, xv, sigma_x, prior_std, tau_z, tau_e, T, dt, q_z, q_e)
+    mean, cov, tau_int = lyapunov_z(W, b, xv, sigma_x, prior_std, tz, tau_e, T, dt, q_z, q_e)
     if not thermal:   # the project's own reference (z-block of the same solution) agrees
         ref = linear_reference(model, torch.as_tensor(np.tile(xv, (2, 1))), cfg)
         np.testing.assert_allclose(ref["cov"], cov, rtol=1e-6)
