@@ -236,6 +236,10 @@ def bench_gpu(dev, a):
     T = 20 if a.quick else 300
     out = {"lpc_batch_ms": bg.lpc_batch(dev, T, a.repeats), "T": T,
            "circuit_conv_steps_per_s": bg.circuit_conv(dev, 50 if a.quick else 1000, a.repeats)}
+    out["linear"] = bg.linear_vs_torchsde(dev, 500 if a.quick else 5000, 100 if a.quick else 1000, a.repeats)
+    for k in ("speed-up eager vs torchsde", "speed-up graphs vs torchsde"):
+        if k in out["linear"]:
+            row("gpu", f"linear circuit {k}", out["linear"][k], "x", "goal >= 15")
     for k, v in out["lpc_batch_ms"].items():
         row("gpu", f"LPC batch CIFAR-10 decoder, T = {T}, fast={k}", v, "ms", "goal <= 60 ms at T = 300")
     c = out["circuit_conv_steps_per_s"]
