@@ -192,6 +192,7 @@ def _cfg(**kw):
     ({}, dict(noise={"sources": [{"type": "drift"}]}), "noise source 'drift'.*time-dependent"),
     ({}, dict(noise={"sources": [{"type": "quantisation"}]}), "noise source 'quantisation'"),
     ({}, dict(noise={"sources": [{"type": "saturation"}]}), "noise source 'saturation'"),
+    ({}, dict(noise={"sources": [{"type": "pulsed"}]}), "noise source 'pulsed'.*inference only"),
     ({}, dict(noise="analog"), "Brian2 cannot express noise source"),
     ({}, dict(precondition=0.9), "preconditioning"),
     ({}, dict(record_path="/tmp/x.h5"), "record_path"),
