@@ -275,26 +275,37 @@ class DistributedMixin:
                           drop_last=True, num_workers=0)
 
     # -- one step
-    def train_step(self, x):
+    def _reduce_flags(self, err) -> None:
+        """One small all-reduce per step, before the gradient's: [first failing rank + 1, any rank's SIGINT].
+
+        Every rank reaches it exactly once per step: a healthy rank from ``_clip_and_step`` (after its chains,
+        before the gradient all-reduce), a rank whose chains diverged from ``train_step``'s handler. A failure
+        anywhere then stops every rank with an error instead of leaving the others waiting in a collective."""
         import torch.distributed as dist
 
         from .errors import DivergenceError
 
-        err = None
-        with batch_shard(self.dist.rank, self.dist.world_size):
-            try:
-                metrics = super().train_step(x)
-            except DivergenceError as e:
-                err, metrics = e, None
-        # one small all-reduce: [first failing rank + 1, any rank asked to stop (SIGINT)]
         flag = torch.tensor([0.0 if err is None else 1.0 + self.dist.rank,
                              1.0 if getattr(self, "_interrupt", False) else 0.0], device=self.device)
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        self._flags_reduced = True
         failed, self._dist_stop = flag.tolist()
         if failed > 0:
             if err is not None:
                 raise err
             raise DivergenceError(f"rank {int(failed) - 1} diverged (its error is printed by that rank)")
+
+    def train_step(self, x):
+        from .errors import DivergenceError
+
+        self._flags_reduced = False
+        with batch_shard(self.dist.rank, self.dist.world_size):
+            try:
+                metrics = super().train_step(x)
+            except DivergenceError as e:
+                if self._flags_reduced:     # failed after the step's collectives: every rank saw the same state
+                    raise
+                self._reduce_flags(e)       # raises e, after telling the other ranks
         names = sorted(metrics)
         vals = [torch.as_tensor(metrics[k], device=self.device, dtype=torch.float64).reshape(1) for k in names]
         buf = torch.cat(vals)
@@ -306,6 +317,7 @@ class DistributedMixin:
         return bool(getattr(self, "_dist_stop", False))
 
     def _clip_and_step(self) -> None:
+        self._reduce_flags(None)            # this rank's chains are fine; raises if another rank's are not
         params = [p for p in list(self.model.parameters()) + list(self.encoder.parameters()) if p.requires_grad]
         for p in params:
             if p.grad is None:

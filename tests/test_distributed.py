@@ -195,5 +195,35 @@ def test_two_gloo_ranks_equal_one_process_over_the_global_batch(tmp_path):
     assert (tmp_path / "run" / "checkpoint.pt").is_file()
 
 
+def _diverging_worker() -> None:
+    """Run under torchrun: rank 1's chains blow up at step 3 of the first batch; every rank must stop."""
+    import dataclasses
+
+    from neuro_lpc import distributed
+
+    torch.set_num_threads(1)
+    ctx = distributed.init_from_env("cpu")
+    model, enc, data, cfg = _setup()
+    trainer = distributed.distributed_trainer_class(LPCTrainer)(model, enc, cfg)
+    if ctx.rank == 1:
+        trainer.sampler = dataclasses.replace(trainer.sampler, step_size=1e100, precondition=None)
+    trainer.fit(data, progress=False)
+
+
+def test_a_diverging_rank_stops_every_rank_instead_of_hanging(tmp_path):
+    import time
+
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           str(Path(__file__).resolve()), "--diverge"]
+    t0 = time.perf_counter()
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    assert res.returncode != 0 and time.perf_counter() - t0 < 100
+    assert "rank 1 diverged" in res.stderr                       # rank 0's error names the failing rank
+    assert "Langevin chain diverged at step" in res.stderr      # rank 1's own error names the step
+
+
 if __name__ == "__main__" and "--worker" in sys.argv:
     _worker(Path(sys.argv[sys.argv.index("--worker") + 1]))
+if __name__ == "__main__" and "--diverge" in sys.argv:
+    _diverging_worker()
