@@ -327,17 +327,25 @@ class DistributedMixin:
 
     # -- writes from rank 0 only
     def fit(self, train_dataset, epochs=None, resume: bool = False, progress: bool = True):
-        if self.dist.is_main:
-            return super().fit(train_dataset, epochs=epochs, resume=resume, progress=progress)
+        ckpt = self.out_dir / "checkpoint.pt" if self.out_dir is not None else None
         if resume:
+            # every rank must see the same answer to "is there a checkpoint?" (else some would resume, others not)
+            import torch.distributed as dist
+
             from .errors import CheckpointError
 
-            ckpt = self.out_dir / "checkpoint.pt" if self.out_dir is not None else None
-            if ckpt is None or not ckpt.exists():
-                raise CheckpointError(f"--resume given but no checkpoint at {ckpt} (rank {self.dist.rank}: the output "
-                                      f"folder must be on a file system every node sees)")
+            have = ckpt is not None and ckpt.exists()
+            seen = torch.tensor([1.0 if have else 0.0, 0.0 if have else 1.0], device=self.device)
+            dist.all_reduce(seen, op=dist.ReduceOp.MAX)
+            if seen[0] > 0 and seen[1] > 0:
+                raise CheckpointError(f"--resume: {ckpt} exists on some ranks only (rank {self.dist.rank} "
+                                      f"{'sees' if have else 'does not see'} it); the output folder must be on a file "
+                                      f"system every node sees")
+        if self.dist.is_main:
+            return super().fit(train_dataset, epochs=epochs, resume=resume, progress=progress)
+        if resume and ckpt is not None and ckpt.exists():
             self.load_checkpoint(ckpt)            # the run's state (rank 0 checks its config against the run's)
-        self.out_dir = None
+        self.out_dir = None                       # a fresh start when there is none yet (rank 0 prints the note)
         return super().fit(train_dataset, epochs=epochs, resume=False, progress=False)
 
 

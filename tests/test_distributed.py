@@ -2,8 +2,8 @@
 
 The equivalence test launches 2 gloo processes with torchrun (``python -m torch.distributed.run
 --standalone``) running this file as a worker, and compares the parameters after 6 optimiser steps
-(2 epochs, prior and encoder warm starts, Jeffreys objective, preconditioned chains, float64) with a
-single-process run of the same config: equal to float64 rounding (the all-reduce sums in another order).
+(2 epochs, the second resumed from rank 0's checkpoint on both ranks; prior and encoder warm starts,
+Jeffreys objective, preconditioned chains, float64) with a straight single-process run of the same config: equal to float64 rounding (the all-reduce sums in another order).
 It fails if the data split, the noise rows, the loss normalisation or the gradient reduction are wrong
 (any of them changes the parameters at O(1e-3), not 1e-12).
 """
@@ -79,8 +79,11 @@ def _worker(out: Path) -> None:
             for p in model.parameters():
                 p.add_(1.0)
     cls = distributed.distributed_trainer_class(LPCTrainer)
+    first = cls(model, enc, cfg, out_dir=out / "run")
+    hist = first.fit(data, epochs=1, progress=False)         # epoch 1, checkpointed by rank 0 ...
+    model, enc, data, cfg = _setup()
     trainer = cls(model, enc, cfg, out_dir=out / "run")
-    hist = trainer.fit(data, progress=False)
+    hist += trainer.fit(data, resume=True, progress=False)    # ... epoch 2 resumed from it on every rank
     from circuits.learn import CircuitTrainer
 
     model, enc, data, ccfg = _circuit_setup()
