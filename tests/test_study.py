@@ -156,7 +156,11 @@ def test_trained_model_beats_an_untrained_decoder(ideal_run):
     g = torch.Generator().manual_seed(0)
     res = {name: evaluate_samples(m.sample(200, generator=g), "animal-mnist", feature="classifier", split="test", n_real=200,
                                   network=_classifier(root)) for name, m in (("trained", model), ("untrained", untrained))}
-    assert res["trained"]["fd"] < 0.8 * res["untrained"]["fd"]
+    # the untrained decoder is the trained one's own initialisation (build_model seeds it from the config), so the
+    # gap is what 30 quick batches learned: beyond three bootstrap standard errors of both FDs
+    t, u = res["trained"], res["untrained"]
+    print({k: (r["fd"], r["fd_se"], r["density"], r["coverage"]) for k, r in res.items()})
+    assert t["fd"] + 3 * (t["fd_se"] + u["fd_se"]) < u["fd"]
     # after 30 quick batches coverage is often 0 for both; it must at least not be worse
     assert res["trained"]["coverage"] >= res["untrained"]["coverage"]
     assert res["trained"]["density"] >= res["untrained"]["density"]
@@ -275,3 +279,33 @@ def test_default_features_are_inception_fid_and_kid(tmp_path_factory):
             assert math.isfinite(s[k]) and math.isfinite(s[f"{k}_se"]), (name, k)
     md = (root / "run" / "report.md").read_text().splitlines()
     assert md[0].startswith("| method | status | FID ↓ | KID ↓")
+
+
+def test_worker_features_equal_a_fresh_evaluation(ideal_run):
+    """Rows featurised in their training workers (overlapping other rows' training) and rows featurised in the
+    parent give the metrics a fresh evaluation in this process gives: the worker path changes no number."""
+    import circuits.study.train as train_mod
+    from circuits.study.run import config_from_args
+    from neuro_lpc.data import load_dataset
+
+    root, out, rep = ideal_run
+    assert set(rep["stages_worker_metrics"]) >= {"discrete", "pc", "vae", "vae-wall"}
+    assert rep["stages_worker_jobs"].get("real set features", 0) > 0
+    cfg = config_from_args(study.build_parser().parse_args(
+        ["--noise", "ideal", "--quick", "--feature", "classifier", "--out", str(out), "--cache-dir", str(root / "cache")]))
+    net = quality.feature_network(cfg, torch.device("cpu"), "classifier")
+    real = quality.real_set(cfg, net)
+    # discrete LPC's cached model, loaded as the run's sequential pass loads it
+    train_set, test_set, info = load_dataset(cfg.dataset, cfg.data_root)
+    ctx = study.StudyContext(cfg, torch.device("cpu"), "ideal", out, out / "models", train_set, test_set, info,
+                             log=lambda *a: None)
+    tr = train_mod.train_discrete(ctx)
+    assert tr.training["cached"]
+    imgs = quality.draw_samples(tr.model.eval(), cfg.n_samples, cfg.seed + 77, torch.device("cpu"))
+    fresh = quality.evaluate(imgs, real, net, "classifier", cfg)
+    got = rep["methods"]["discrete"]["samples"]
+    for key in ("fd", "fd_se", "kid", "kid_se", "density", "coverage"):
+        assert got[key] == pytest.approx(fresh[key], rel=1e-6, abs=1e-9), key
+    # the parent's two-process feature pass equals the one-process pass
+    par = quality.features_in_parallel(net, imgs, 2, root)
+    assert torch.allclose(par, net(imgs), rtol=1e-5, atol=1e-6)

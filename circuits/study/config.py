@@ -38,21 +38,21 @@ class StudyConfig:
                                                # of deploy, hardware-aware, in-memory, or "all". Default: the two that fit
                                                # the 10-minute CPU budget (deploy reuses discrete LPC's training)
     # training (same data, optimiser and optimiser-step budget for every method; VAE also at the same wall time)
-    train_batches: int = 140                   # about one epoch of animal-mnist at batch 64
+    train_batches: int = 100                   # 0.7 epoch of animal-mnist at batch 64 (the 10-minute budget: bench/RESULTS.md)
     batch_size: int = 64
-    langevin_steps: int = 20                   # T per batch (paper: 300) -- named in the report
+    langevin_steps: int = 10                   # T per batch (paper: 300; CPU-sized) -- named in the report
     step_size: float = 0.1                     # gamma with preconditioning beta = 0.25: the paper's CIFAR-10/CelebA setting
     precondition: float | None = 0.25          # (Appendix A.1). Without it early scores reach |s| ~ 1e5 and ULA diverges
                                                # unless gamma < 2 / lambda_max (docs/study.md)
     preconditioner: str = "adam"               # adam (Algorithm 1, G adapted every step) | frozen (G held after a warm-up)
     warm_start: str = "jeffreys"
-    prior_init_batches: int = 20
+    prior_init_batches: int = 10
     # circuit
     tau_z: float = 10e-3                       # value units, 10 ms (cortical range 10-20 ms)
     tau_e: float = 0.0                         # adiabatic error units by default: finite tau_e makes the z-eps loop of an
                                                # image model underdamped unless tau_e < tau_z / (4 lambda_max(P)); see docs/study.md
     # posterior comparison
-    posterior_chains: int = 32
+    posterior_chains: int = 16
     posterior_steps: int = 400
     record_every: int = 2
     spread_chains: int = 16

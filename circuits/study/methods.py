@@ -59,6 +59,10 @@ class StudyContext:
     trained: dict = field(default_factory=dict)  # name -> Trained, in table order (rows trained so far)
     preconditioner: dict = field(default_factory=dict)
     train_walls: dict = field(default_factory=dict)  # name -> training wall seconds in this run (workers overlap)
+    train_cpu: dict = field(default_factory=dict)    # name -> its CPU seconds
+    worker_samples: dict = field(default_factory=dict)  # name -> {"images", "features"} drawn in its training worker
+    worker_metric_walls: dict = field(default_factory=dict)  # name -> wall seconds of that work in the worker
+    worker_jobs: dict = field(default_factory=dict)  # "job:<label>" -> outcome of an extra worker job
     train_workers: int = 1
 
     @staticmethod

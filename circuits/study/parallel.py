@@ -38,14 +38,16 @@ def default_workers(threads: int | None) -> int:
     return max(1, min(2, cores // max(1, threads or cores)))
 
 
-def _child(ctx, by_name: dict, name: str, result: Path, threads: int) -> None:
-    """A worker: load the row's ``after`` rows from their caches, train the row, write the outcome, exit."""
+def _child(ctx, by_name: dict, name: str, result: Path, threads: int, post=None) -> None:
+    """A worker: load the row's ``after`` rows from their caches, train the row, then ``post(ctx, name, trained)``
+    (the row's sample features, say) into ``result.pt``, write the outcome, exit."""
     from . import train as train_mod
 
     torch.set_num_threads(threads)
     train_mod.PROGRESS = False         # two progress bars on one terminal would interleave
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     m = by_name[name]
+    tr = None
     try:
         for dep in m.after:
             ctx.trained[dep] = by_name[dep].train(ctx)
@@ -58,15 +60,40 @@ def _child(ctx, by_name: dict, name: str, result: Path, threads: int) -> None:
                "unit": e.unit if isinstance(e.unit, (int, str)) or e.unit is None else str(e.unit)}
     except BaseException as e:  # noqa: BLE001 - reported to the parent, which trains the row itself and raises
         out = {"status": "error", "message": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
+    out["wall_s"], out["cpu_s"] = time.perf_counter() - t0, time.process_time() - c0
+    if post is not None and out["status"] == "ok":
+        t1 = time.perf_counter()
+        try:
+            torch.save(post(ctx, name, tr), result.with_suffix(".pt"))
+            out["post"] = str(result.with_suffix(".pt"))
+        except BaseException as e:  # noqa: BLE001 - the parent then does the post work itself
+            out["post_error"] = f"{type(e).__name__}: {e}"
+        out["post_wall_s"] = time.perf_counter() - t1
+    result.write_text(json.dumps(out))
+
+
+def _job_child(fn, ctx, result: Path, threads: int) -> None:
+    """A worker running one extra job ``fn(ctx)`` (e.g. the real set's features, cached on disk)."""
+    torch.set_num_threads(threads)
+    t0 = time.perf_counter()
+    try:
+        fn(ctx)
+        out = {"status": "ok"}
+    except BaseException as e:  # noqa: BLE001 - the parent does the job itself later
+        out = {"status": "error", "message": f"{type(e).__name__}: {e}"}
     out["wall_s"] = time.perf_counter() - t0
     result.write_text(json.dumps(out))
 
 
-def pretrain(ctx, methods, workers: int, threads: int, skip=()) -> dict:
+def pretrain(ctx, methods, workers: int, threads: int, skip=(), post=None, jobs=()) -> dict:
     """Train the ``pretrain`` rows in up to ``workers`` forked processes; returns name -> outcome dict.
 
     Rows start in table order, except that a row whose ``after`` rows have finished goes first (so the
-    same-wall-time VAE trains while the other worker is still busy, like discrete LPC did).
+    same-wall-time VAE trains while the other worker is still busy, like discrete LPC did).  After a row
+    trains, its worker runs ``post(ctx, name, trained)`` (the row's samples and their features: the metric
+    work overlaps the other rows' training) and the outcome's ``"post"`` is what it returned.  ``jobs``:
+    ``(label, fn(ctx))`` pairs run in a free worker once every row has started (the real set's features);
+    their outcomes are under ``"job:" + label``.
     """
     if workers < 2 or "fork" not in mp.get_all_start_methods():
         return {}
@@ -76,7 +103,7 @@ def pretrain(ctx, methods, workers: int, threads: int, skip=()) -> dict:
         return {}
     fork = mp.get_context("fork")
     tmp = Path(tempfile.mkdtemp(prefix="pretrain-", dir=ctx.out))
-    running, outcomes = {}, {}
+    running, outcomes, extra = {}, {}, list(jobs)
 
     def ready(name):
         return all(d in outcomes and outcomes[d]["status"] == "ok" for d in by_name[name].after)
@@ -91,15 +118,22 @@ def pretrain(ctx, methods, workers: int, threads: int, skip=()) -> dict:
             todo = [n for n in todo if not blocked(n)]
             while len(running) < workers:
                 cands = [n for n in todo if ready(n)]
-                if not cands:
+                if cands:
+                    name = next((n for n in cands if by_name[n].after), cands[0])
+                    todo.remove(name)
+                    p = fork.Process(target=_child, daemon=True,
+                                     args=(ctx, by_name, name, tmp / f"{ctx.slug(name)}.json", threads, post))
+                    ctx.log(f"[train, worker] {by_name[name].label}")
+                elif extra:
+                    label, fn = extra.pop(0)
+                    name = "job:" + label
+                    p = fork.Process(target=_job_child, args=(fn, ctx, tmp / f"{ctx.slug(name)}.json", threads),
+                                     daemon=True)
+                    ctx.log(f"[worker] {label}")
+                else:
                     break
-                name = next((n for n in cands if by_name[n].after), cands[0])
-                todo.remove(name)
-                p = fork.Process(target=_child, args=(ctx, by_name, name, tmp / f"{ctx.slug(name)}.json", threads),
-                                 daemon=True)
                 p.start()
                 running[p.sentinel] = (p, name)
-                ctx.log(f"[train, worker] {by_name[name].label}")
             if not running:
                 break
             for s in wait(list(running)):
@@ -108,6 +142,8 @@ def pretrain(ctx, methods, workers: int, threads: int, skip=()) -> dict:
                 f = tmp / f"{ctx.slug(name)}.json"
                 outcomes[name] = json.loads(f.read_text()) if f.is_file() else \
                     {"status": "error", "message": f"worker exited with code {p.exitcode}"}
+                if "post" in outcomes[name]:
+                    outcomes[name]["post"] = torch.load(outcomes[name]["post"], weights_only=False)
     finally:
         for p, _ in running.values():
             p.terminate()
@@ -115,3 +151,44 @@ def pretrain(ctx, methods, workers: int, threads: int, skip=()) -> dict:
             f.unlink()
         tmp.rmdir()
     return outcomes
+
+
+def _map_child(fn, item, result: Path, threads: int) -> None:
+    torch.set_num_threads(threads)
+    try:
+        torch.save({"ok": True, "value": fn(item)}, result)
+    except BaseException as e:  # noqa: BLE001 - the parent runs the item itself and raises the real error
+        torch.save({"ok": False, "error": f"{type(e).__name__}: {e}"}, result)
+
+
+def fork_map(fn, items: list, workers: int, threads: int, scratch: Path) -> list:
+    """[fn(item) for item in items], up to ``workers`` items at a time in forked processes (results come back
+    through ``torch.save`` files in ``scratch``).  An item whose worker fails is run again here, so its real
+    exception surfaces; with fewer than 2 workers or items, or without fork, everything runs here."""
+    if workers < 2 or len(items) < 2 or "fork" not in mp.get_all_start_methods():
+        return [fn(it) for it in items]
+    fork = mp.get_context("fork")
+    tmp = Path(tempfile.mkdtemp(prefix="fork-map-", dir=scratch))
+    results, running, queue = {}, {}, list(range(len(items)))
+    try:
+        while queue or running:
+            while queue and len(running) < workers:
+                i = queue.pop(0)
+                p = fork.Process(target=_map_child, args=(fn, items[i], tmp / f"{i}.pt", threads), daemon=True)
+                p.start()
+                running[p.sentinel] = (p, i)
+            for s in wait(list(running)):
+                p, i = running.pop(s)
+                p.join()
+                f = tmp / f"{i}.pt"
+                out = torch.load(f, weights_only=False) if f.is_file() else {"ok": False}
+                results[i] = out["value"] if out.get("ok") else None
+                if not out.get("ok"):
+                    results[i] = fn(items[i])           # again here: a real failure raises with its traceback
+    finally:
+        for p, _ in running.values():
+            p.terminate()
+        for f in tmp.glob("*"):
+            f.unlink()
+        tmp.rmdir()
+    return [results[i] for i in range(len(items))]

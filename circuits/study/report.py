@@ -329,6 +329,12 @@ def render_markdown(report: dict) -> str:
         if walls:
             lines += ["", "Training wall time per row in this run (s; rows in workers overlap; a cached row only loads): "
                       + ", ".join(f"{m[k]['label'] if k in m else k} {v:.1f}" for k, v in walls.items()) + "."]
+        wm, jobs = report.get("stages_worker_metrics") or {}, report.get("stages_worker_jobs") or {}
+        if wm or jobs:
+            lines += ["", "Sample features computed in the training workers right after each row trained, overlapping "
+                      "the other rows' training (s): " + ", ".join(
+                          [f"{m[k]['label'] if k in m else k} {v:.1f}" for k, v in wm.items()]
+                          + [f"{k} {v:.1f}" for k, v in jobs.items() if v is not None]) + "."]
     lines += [
         "",
         "## Figures",

@@ -101,26 +101,35 @@ def _run(cfg: StudyConfig, out: Path, noise, log, methods) -> dict:
     ctx = StudyContext(cfg, device, noise, out, out / "models", train_set, test_set, info, log)
     parts = {m.name: {"errors": {}} for m in methods}
 
+    # the feature network first: training workers compute each row's sample features as soon as it has trained
+    feature = quality.choose_feature(cfg, device)
+    with stages.time("metrics: feature network"):
+        net = quality.feature_network(cfg, device, feature)
     with torch_threads(cfg.threads):   # training and sampling: many small ops (StudyConfig.threads)
-        ref = _train(ctx, methods, parts, stages)
+        ref = _train(ctx, methods, parts, stages, post=quality.worker_features(cfg, device, net),
+                     jobs=[("real set features", lambda _ctx: quality.real_set(cfg, net))])
         traces, lj = _posteriors(ctx, methods, parts, stages, ref)
 
     # 3. sample quality ---------------------------------------------------------------------------------
-    feature = quality.choose_feature(cfg, device)
     log(f"[metrics] {feature} features, {cfg.n_samples} samples per model")
-    with stages.time("metrics: feature network"):
-        net = quality.feature_network(cfg, device, feature)
     with stages.time("metrics: real set"):
-        real = quality.real_set(cfg, net)
+        real = quality.real_set(cfg, net)   # from the cache a worker wrote (or computed here)
     samples, label = {}, None
+    workers = ctx.train_workers if device.type == "cpu" else 1
     for name, tr in ctx.trained.items():
         if tr.same_as is not None:          # the same model as another row: its metrics, not a second evaluation
             continue
         with stages.time(f"metrics: {name}"):
-            imgs = quality.draw_samples(tr.sampler if tr.sampler is not None else tr.model, cfg.n_samples,
-                                        cfg.seed + 77, device)
+            done = ctx.worker_samples.get(name)
+            if done is not None:            # drawn and featurised by the row's training worker
+                imgs, feats = done["images"], done["features"]
+            else:
+                imgs = quality.draw_samples(tr.sampler if tr.sampler is not None else tr.model, cfg.n_samples,
+                                            cfg.seed + 77, device)
+                feats = (quality.features_in_parallel(net, imgs, workers, out)
+                         if workers > 1 and torch.isfinite(imgs).all() else None)
             try:
-                q = quality.evaluate(imgs, real, net, feature, cfg)
+                q = quality.evaluate(imgs, real, net, feature, cfg, features=feats)
             except quality.NonFiniteSamples as e:
                 parts[name]["errors"]["samples"] = str(e)
                 continue
@@ -168,14 +177,18 @@ def _run(cfg: StudyConfig, out: Path, noise, log, methods) -> dict:
     report["stages"] = dict(stages)
     report["stages_cpu"] = dict(stages.cpu)
     report["stages_training"] = {n: ctx.train_walls.get(n) for n in ctx.trained if n in ctx.train_walls}
+    report["stages_training_cpu"] = {n: ctx.train_cpu.get(n) for n in ctx.trained if n in ctx.train_cpu}
     report["train_workers"] = ctx.train_workers
+    # sample features computed in the training workers (overlapping other rows' training), and extra worker jobs
+    report["stages_worker_metrics"] = dict(ctx.worker_metric_walls)
+    report["stages_worker_jobs"] = {n[4:]: o.get("wall_s") for n, o in ctx.worker_jobs.items()}
     report["wall_s"] = stages["total"]
     atomic_write_text(out / "report.md", render_markdown(report))
     atomic_write_text(out / "report.json", json.dumps(report, indent=2, default=_json_default))  # last: marks success
     return report
 
 
-def _train(ctx, methods, parts, stages):
+def _train(ctx, methods, parts, stages, post=None, jobs=()):
     """1. Every row's training; returns the reference row's (discrete LPC's) Trained.
 
     Rows marked ``pretrain`` first train in parallel workers (``parallel.pretrain``: ``cfg.train_workers``, default
@@ -190,8 +203,14 @@ def _train(ctx, methods, parts, stages):
     outcomes = {}
     if workers > 1:
         with stages.time(f"training: {workers} workers in parallel"):
-            outcomes = parallel.pretrain(ctx, methods, workers, cfg.threads or 1, cfg.skip)
+            outcomes = parallel.pretrain(ctx, methods, workers, cfg.threads or 1, cfg.skip, post=post, jobs=jobs)
+    ctx.worker_jobs = {n: o for n, o in outcomes.items() if n.startswith("job:")}
+    outcomes = {n: o for n, o in outcomes.items() if not n.startswith("job:")}
+    ctx.worker_samples = {n: o["post"] for n, o in outcomes.items()
+                          if isinstance(o.get("post"), dict) and o["post"].get("features") is not None}
+    ctx.worker_metric_walls = {n: o["post_wall_s"] for n, o in outcomes.items() if "post_wall_s" in o}
     ctx.train_walls = {n: o["wall_s"] for n, o in outcomes.items()}
+    ctx.train_cpu = {n: o["cpu_s"] for n, o in outcomes.items() if "cpu_s" in o}
     ctx.train_workers = workers if outcomes else 1
     with stages.time("training: sequential pass" if outcomes else "training"):
         for i, m in enumerate(methods, 1):
@@ -208,7 +227,7 @@ def _train(ctx, methods, parts, stages):
                 parts[m.name]["errors"]["training"] = o["message"]
                 continue
             log(f"[train {i}/{len(methods)}] {m.label}" + (" (trained by a worker: loading)" if o else ""))
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             try:
                 ctx.trained[m.name] = m.train(ctx)
             except NotRun as e:
@@ -221,6 +240,7 @@ def _train(ctx, methods, parts, stages):
                 log(f"      {m.label} training diverged: {str(e).splitlines()[0]}")
             if not o:
                 ctx.train_walls[m.name] = time.perf_counter() - t0
+                ctx.train_cpu[m.name] = time.process_time() - c0
             elif m.name in ctx.trained and ctx.trained[m.name].training is not None:
                 # loaded here from what the worker trained: "cached" is whether the *worker* found it cached
                 ctx.trained[m.name].training.update(cached=o.get("cached", False), trained_by="worker")
@@ -235,6 +255,8 @@ def _posteriors(ctx, methods, parts, stages, ref):
     Returns the figures' inputs: (traces, log joints) per row label."""
     from neuro_lpc.data import dataset_tensor
 
+    from . import parallel
+
     cfg = ctx.cfg
     ctx.log(f"[posterior] {cfg.posterior_chains} chains x {cfg.posterior_steps} steps")
     traces, lj = {}, {}
@@ -243,10 +265,11 @@ def _posteriors(ctx, methods, parts, stages, ref):
     with stages.time("posterior"):
         test_x, _ = dataset_tensor(ctx.test_set, cfg.posterior_chains)
         inp = post_mod.make_inputs(cfg, ref.model, ref.encoder, test_x, ctx.device, cfg.seed + 1000)
-        for m in methods:
-            if m.posterior is None or m.name in cfg.skip:
-                continue
-            run = m.posterior(ctx, inp)
+        rows = [m for m in methods if m.posterior is not None and m.name not in cfg.skip]
+        # the sampler rows are independent: side by side in the training workers' processes (one thread each)
+        workers = (cfg.train_workers or parallel.default_workers(cfg.threads)) if ctx.device.type == "cpu" else 1
+        runs = parallel.fork_map(lambda m: m.posterior(ctx, inp), rows, workers, cfg.threads or 1, ctx.out)
+        for m, run in zip(rows, runs):
             parts[m.name]["posterior"] = run.summary
             if "diverged" in run.summary:
                 parts[m.name]["errors"]["posterior"] = run.summary["diverged"]

@@ -158,6 +158,7 @@ def evaluate_samples(
     fake_images: torch.Tensor, real, feature: str = "classifier", k: int = 5, cache_dir=None, *,
     dataset: str | None = None, n_real: int | None = None, split: str = "train", root=None, device="cpu", network=None,
     fd_bootstrap: int = 10, knn_bootstrap: int = 200, kid_subset_size: int = 1000, kid_subsets: int = 100, seed: int = 0,
+    fake_features=None,
 ) -> dict:
     """Sample quality of ``fake_images`` (N, C, H, W) in [-1, 1] against a real set.
 
@@ -180,6 +181,9 @@ def evaluate_samples(
       ``pixel_std_real`` is None when the real images' value is unknown);
     - ``collapsed`` (bool) and ``collapse_reason`` (str or None) from :func:`detect_collapse`;
     - ``n``, ``n_real``, ``k``, ``feature`` (the network's key) and ``label``.
+
+    ``fake_features`` (N, D): ``network``'s features of ``fake_images`` when already computed (e.g. in a worker
+    process while other models train); the feature pass is then skipped.
 
     All resampling is seeded by ``seed``: the same inputs give the same numbers.
     """
@@ -217,7 +221,13 @@ def evaluate_samples(
         real_pixel_std = real.pixel_std
     else:
         real_features = network(real).numpy()
-    fake_features = network(fake_images).numpy()
+    if fake_features is None:
+        fake_features = network(fake_images).numpy()
+    else:
+        fake_features = np.asarray(fake_features.numpy() if isinstance(fake_features, torch.Tensor) else fake_features)
+        if fake_features.shape != (n_fake, real_features.shape[1]):
+            raise ValueError(f"fake_features must have shape ({n_fake}, {real_features.shape[1]}) "
+                             f"(one row of {network.key} features per image), got {tuple(fake_features.shape)}")
     metric = network.metric
     result = {metric: frechet_distance_features(fake_features, real_features)}
     result[f"{metric}_se"] = frechet_distance_se(fake_features, real_features, fd_bootstrap, seed)
