@@ -23,6 +23,14 @@ leaves a readable file holding every record written so far. ``status`` tells a r
 recording ended: ``"running"`` (still being written, or the writer died), ``"complete"`` (closed
 cleanly) or ``"failed: <exception>"`` (the ``with`` block raised).
 
+Creation is atomic: the two moments at which HDF5 writes most of a file's structure -- the file
+itself with its attributes, and the datasets at the first append -- happen in a temporary file
+``.<name>.tmp`` next to it (a copy of the header file for the second), which is flushed, fsynced and
+renamed over ``<name>``. A kill at any moment therefore leaves at ``<name>`` either nothing (killed
+before the first rename), the previous complete state, or a flushed file; never a half-created one
+(h5py's "truncated file" of a run killed while creating its recording). A leftover temporary file is
+removed by the next recorder of that path.
+
 Decisions:
 
 * times are stored as float64 whatever the caller's dtype (float32 loses the step size of a long
@@ -41,6 +49,7 @@ import dataclasses
 import enum
 import json
 import os
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any, Mapping
@@ -133,6 +142,19 @@ def _attr_str(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def read_attrs(path: str | os.PathLike) -> dict:
     """The attrs dict a recording was written with (from its ``config_json``; JSON types)."""
     with h5py.File(path, "r") as file:
@@ -201,17 +223,15 @@ class HDF5Recorder:
         self._written = 0
         plain_attrs = _plain_attrs(attrs or {})  # fail on an unstorable config before creating the file
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file: h5py.File | None = h5py.File(self.path, "w")
-        try:
-            self._file.attrs["format"] = FORMAT
-            self._file.attrs["status"] = "running"
-            self._file.attrs["n_records"] = 0
-            _write_attrs(self._file, plain_attrs)
-            self._file.flush()
-        except BaseException:
-            self._file.close()
-            self._file = None
-            raise
+        self._file: h5py.File | None = None
+
+        def header(file: h5py.File) -> None:
+            file.attrs["format"] = FORMAT
+            file.attrs["status"] = "running"
+            file.attrs["n_records"] = 0
+            _write_attrs(file, plain_attrs)
+
+        self._build_atomically(header, start_from=None)
 
     # -- context manager -------------------------------------------------------------------
     def __enter__(self) -> "HDF5Recorder":
@@ -327,9 +347,54 @@ class HDF5Recorder:
             self._datasets[name] = group.create_dataset(
                 name, shape=(0, *trailing), maxshape=(None, *trailing), dtype=dtype, chunks=chunks, **options)
 
+    @property
+    def _tmp_path(self) -> Path:
+        return self.path.with_name(f".{self.path.name}.tmp")
+
+    def _build_atomically(self, build, start_from: Path | None) -> None:
+        """Run ``build(file)`` on a temporary file (empty, or a copy of ``start_from``), flush, fsync and rename
+        it over ``self.path``; then reopen ``self.path`` for appending (``self._file``)."""
+        tmp = self._tmp_path
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        if start_from is not None:
+            shutil.copyfile(start_from, tmp)
+        file = h5py.File(tmp, "r+" if start_from is not None else "w")
+        try:
+            build(file)
+            file.flush()
+        except BaseException:
+            file.close()
+            tmp.unlink(missing_ok=True)
+            if start_from is not None:   # keep appending to the file as it was
+                self._file = h5py.File(self.path, "r+")
+            raise
+        file.close()
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+        _fsync_dir(self.path.parent)
+        self._file = h5py.File(self.path, "r+")
+
     def _write(self, arrays: Mapping[str, np.ndarray]) -> None:
-        if not self._datasets:
-            self._create(arrays)
+        if not self._datasets:   # the datasets and the first records, created atomically
+            def first(file):
+                self._file = file
+                try:
+                    self._create(arrays)
+                    self._write_records(arrays)
+                except BaseException:
+                    self._datasets, self._written = {}, 0
+                    raise
+
+            self._build_atomically(first, start_from=self.path)
+            self._datasets = {name: (self._file if name in CORE_FIELDS else self._file["extras"])[name]
+                              for name in arrays}
+            return
+        self._write_records(arrays)
+
+    def _write_records(self, arrays: Mapping[str, np.ndarray]) -> None:
         k = arrays["t"].shape[0]
         new = self._written + k
         for name, array in arrays.items():

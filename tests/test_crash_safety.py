@@ -11,6 +11,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 import torch
@@ -307,3 +308,77 @@ def test_resume_with_changed_hyperparameters_is_refused_naming_them(animal, tmp_
     assert train_main(["--out", str(out), "--resume", "--epochs", "2", "--quiet"]) == 0
     assert read_checkpoint(out / "checkpoint.pt")["global_step"] == 4
     assert json.loads((out / "config.json").read_text())["config"]["epochs"] == 2
+
+
+# -------------------------------------------------------------------------- HDF5 recordings ----
+
+H5_CHILD = textwrap.dedent("""
+    import os, signal, sys, time
+    sys.path.insert(0, {root!r})
+    import h5py, torch
+    import neuro_lpc.record as R
+    where, folder = {where!r}, {folder!r}
+
+    def die():
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    if where == "header":           # attributes written, nothing flushed yet
+        real_attrs = R._write_attrs
+        R._write_attrs = lambda f, a: (real_attrs(f, a), die())
+    elif where == "datasets":       # datasets created at the first append, nothing flushed yet
+        real_create = R.HDF5Recorder._create
+        R.HDF5Recorder._create = lambda self, arrays: (real_create(self, arrays), die())
+    elif where == "append":         # a later append: datasets resized, records not yet written
+        real_resize = h5py.Dataset.resize
+        calls = [0]
+        def resize(self, *a, **k):
+            calls[0] += 1
+            real_resize(self, *a, **k)
+            if calls[0] == 4 + 2:          # the second append of the first recording
+                die()
+        h5py.Dataset.resize = resize
+    print("ready", flush=True)
+    for i in range(10_000):         # many short recordings: a kill lands in creation as often as in writing
+        rec = R.HDF5Recorder(os.path.join(folder, f"r{{i}}.h5"), {{"run": i}})
+        for k in range(3):
+            rec.append(torch.arange(2.0) + 2 * k, torch.randn(2, 4, 3), torch.randn(2, 4), e=torch.randn(2, 4))
+        rec.close()
+""")
+
+
+@pytest.mark.parametrize("where", ["header", "datasets", "append", 0.0, 0.05, 0.3])
+def test_a_recording_killed_at_any_moment_is_readable_and_says_it_is_incomplete(tmp_path, where):
+    """SIGKILL while the file and its attributes are being created, while the datasets are created at the
+    first append, in the middle of a later append, and at three arbitrary moments of a loop of short
+    recordings: every recording left behind opens with h5py; the last one's status says it is incomplete
+    ("running"), with whole records only; the earlier ones are complete."""
+    from neuro_lpc.record import read_status
+
+    folder = tmp_path / "recs"
+    folder.mkdir()
+    code = H5_CHILD.format(root=str(ROOT), where=where if isinstance(where, str) else "random", folder=str(folder))
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
+    if not isinstance(where, str):
+        time.sleep(where)
+        proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=120)
+    assert proc.returncode == -signal.SIGKILL
+    files = sorted(folder.glob("r*.h5"), key=lambda p: int(p.stem[1:]))
+    if isinstance(where, str):
+        assert len(files) <= 1
+    for i, path in enumerate(files):
+        with h5py.File(path, "r") as f:                         # opens: never a half-created file
+            n = int(f.attrs["n_records"])
+            assert f.attrs["run"] == i
+            if "t" in f:
+                assert f["t"].shape[0] >= n and f["z"].shape[0] >= n
+        status = read_status(path)
+        if i < len(files) - 1:
+            assert status == "complete" and n == 6
+        else:
+            assert status in ("running", "complete") and n in (0, 2, 4, 6)
+            if isinstance(where, str):
+                assert status == "running"                      # incomplete, and says so
+                assert n == {"header": 0, "datasets": 0, "append": 2}[where]
