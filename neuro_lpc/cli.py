@@ -21,6 +21,8 @@ _FLAGS = {
     "device": (str, "auto | cpu | cuda"), "noise_form": (str, "correct | literal (Algorithm 1 as printed)"),
     "fast": (str, "Langevin fast path: fused (compiled preconditioner) | graphs (CUDA graphs; eager off CUDA); default eager"),
     "sample_grid": (int, "samples in the per-epoch PNG grid (0 = no grid; at most 1024)"),
+    "checkpoint_every_steps": (int, "also checkpoint every N optimiser steps (default: not by steps)"),
+    "checkpoint_every_s": (float, "also checkpoint after the first step N s after the last checkpoint (default 600)"),
 }
 
 
