@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import torch
 
+from neuro_lpc.distributed import shard_randn
+
 __all__ = ["LinearKernels"]
 
 
@@ -138,7 +140,7 @@ class LinearKernels:
             W, b = w["weight"], w.get("bias")
         mu = torch.addmm(b, z_in, W.t()) if b is not None else z_in @ W.t()
         if self.read_sigma:  # read noise per product: sigma_r ||z|| xi per output and chain (circuits.noise.devices)
-            xi = torch.randn(mu.shape, generator=self.gen, device=mu.device, dtype=mu.dtype)
+            xi = shard_randn(mu.shape, generator=self.gen, device=mu.device, dtype=mu.dtype)  # torch.randn off DDP
             mu.addcmul_(xi, torch.linalg.vector_norm(z_in, dim=1, keepdim=True), value=self.read_sigma)
         return mu
 

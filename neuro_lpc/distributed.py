@@ -44,7 +44,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["DistContext", "init_from_env", "current", "shutdown", "batch_shard", "shard_randn",
+__all__ = ["DistContext", "init_from_env", "current", "shutdown", "batch_shard", "shard_randn", "shard_rand",
            "EpochShardSampler", "global_order", "distributed_trainer_class", "all_reduce_mean", "make_trainer",
            "is_main_process"]
 
@@ -170,6 +170,16 @@ def shard_randn(shape, generator=None, device=None, dtype=None, out: torch.Tenso
     if out is not None:
         return out.copy_(mine)
     return mine.contiguous()
+
+
+def shard_rand(shape, generator=None, device=None, dtype=None) -> torch.Tensor:
+    """``torch.rand`` (uniform) for this rank's rows, as :func:`shard_randn` does for normals."""
+    shape = tuple(shape)
+    if _SHARD is None or _SHARD[1] == 1:
+        return torch.rand(shape, generator=generator, device=device, dtype=dtype)
+    rank, world = _SHARD
+    full = torch.rand((shape[0] * world, *shape[1:]), generator=generator, device=device, dtype=dtype)
+    return full[rank::world].contiguous()
 
 
 # ------------------------------------------------------------------------------------- data ----
@@ -351,7 +361,7 @@ class DistributedMixin:
 
 # circuit noise sources whose per-chain draws are not yet taken through shard_randn: with one generator on every
 # rank they would repeat the same numbers on every shard (correlated chains), so data-parallel runs refuse them
-UNSHARDED_SOURCES = ("flicker", "weight_read")
+UNSHARDED_SOURCES = ("flicker",)   # its 1/f bank also persists per chain across presentations (checkpointed by rank 0)
 
 
 def _check_shardable_noise(trainer) -> None:
@@ -359,7 +369,7 @@ def _check_shardable_noise(trainer) -> None:
     if cc is None:
         return
     bad = sorted({s.type for s in cc.noise_model().sources
-                  if s.type in UNSHARDED_SOURCES or (s.type == "quantisation" and s.params.get("stochastic"))})
+                  if s.type in UNSHARDED_SOURCES})
     if bad:
         raise ValueError(f"data-parallel circuit training does not shard the per-chain draws of the noise source(s) "
                          f"{bad} yet (every rank would repeat the same noise); train them in one process "

@@ -57,7 +57,9 @@ def _circuit_setup():
     from circuits.learn import CircuitTrainConfig
 
     model, enc, data, cfg = _setup()
-    ccfg = CircuitTrainConfig(**{**cfg.to_dict(), "method": "circuit", "precondition": None, "noise": "thermal",
+    noise = {"preset": "ideal", "sources": [{"type": "thermal"}, {"type": "weight_read", "std": 0.02},
+                                            {"type": "quantisation", "site": "value", "stochastic": True}]}
+    ccfg = CircuitTrainConfig(**{**cfg.to_dict(), "method": "circuit", "precondition": None, "noise": noise,
                                  "tau_e": 0.0, "langevin_steps": 4})
     return model, enc, data, ccfg
 
@@ -182,7 +184,7 @@ def test_two_gloo_ranks_equal_one_process_over_the_global_batch(tmp_path):
     moved = max(float((ref[k] - init[k]).abs().max()) for k in init)
     assert moved > 1e-3                                  # training moved the weights: the equality is not trivial
     torch.testing.assert_close(torch.tensor(ddp["loss"]), torch.tensor([h["loss"] for h in hist]), rtol=1e-10, atol=0)
-    # the circuit trainer (thermal unit noise on top of the intrinsic noise: both sharded)
+    # the circuit trainer: intrinsic, thermal unit, weight-read and stochastic-rounding noise, all per chain, sharded
     from circuits.learn import CircuitTrainer
 
     model, enc, data, ccfg = _circuit_setup()

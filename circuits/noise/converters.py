@@ -5,6 +5,8 @@ import math
 
 import torch
 
+from neuro_lpc.distributed import shard_rand
+
 from .base import ACTIVITY_SITES, STATE_SITES, BoundSource, NoiseSource, _sites
 
 QUANT_DEFAULT_BITS = {"value": 7, "error": 7, "prediction": 9, "weights": 8}
@@ -17,7 +19,7 @@ def quantise(a: torch.Tensor, res: float, bound: float, gen: torch.Generator | N
     if gen is None:
         a = torch.round(a)
     else:
-        a = torch.floor(a + torch.rand(a.shape, generator=gen, device=a.device, dtype=a.dtype))
+        a = torch.floor(a + shard_rand(a.shape, generator=gen, device=a.device, dtype=a.dtype))  # torch.rand off DDP
     return a * res
 
 

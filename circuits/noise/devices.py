@@ -41,6 +41,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from neuro_lpc.distributed import shard_randn
+
 from ..timescales import derive_seed
 
 __all__ = ["AnalogArray", "PulsedDevice", "apply_pulses", "stochastic_round", "read_noise_std",
@@ -240,7 +242,8 @@ class ReadNoiseHooks:
     def _make(self, sigma):
         def hook(module, inputs, output):
             std = read_noise_std(module, inputs[0], sigma)
-            xi = torch.randn(output.shape, generator=self.generator, device=output.device, dtype=output.dtype)
+            # per chain (dim 0): torch.randn off DDP, this rank's rows of the global batch's draw in a DDP rank
+            xi = shard_randn(output.shape, generator=self.generator, device=output.device, dtype=output.dtype)
             return output + (std * xi).detach()
         return hook
 
