@@ -283,3 +283,26 @@ def test_train_config_fast_reaches_the_sampler_and_bad_values_are_refused(tmp_pa
     assert tr.sampler.fast == "graphs"
     assert train_main(["--out", str(tmp_path / "r"), "--fast", "cudagraphs"]) == 2
     assert not (tmp_path / "r" / "metrics.jsonl").exists()
+
+
+def test_graph_body_with_the_on_device_step_counter_equals_the_eager_chain():
+    """The step body the CUDA graph captures (on-device t for 1 - beta^t, ring slots per block), run eagerly."""
+    from neuro_lpc.fast import _Chain, _finish
+
+    eager, g_eager = _run(None, 0.25, T=40)
+    model = _model()
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(16, 20, generator=g, dtype=torch.float64)
+    z0 = torch.randn(16, 6, generator=g, dtype=torch.float64)
+    sampler = LangevinSampler(step_size=0.05, steps=40, precondition=0.25)
+    chain = _Chain(sampler, model, x, z0, torch.Generator().manual_seed(2), True, True, precondition_update, 8,
+                   device_t=True)
+    chain.reset(x, z0)
+    for t in range(40):
+        chain.step(t % 8)
+    assert isinstance(chain.t, torch.Tensor) and float(chain.t) == 40
+    res = _finish(sampler, chain, 40, 16, None, [None] * len(chain.params))
+    torch.testing.assert_close(res.z, eager.z, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(res.gain, eager.gain, rtol=1e-10, atol=1e-10)
+    for p, b in zip(chain.params, g_eager):
+        torch.testing.assert_close(p.grad, b, rtol=1e-10, atol=1e-10)
