@@ -77,7 +77,7 @@ class TrainConfig:
         check_int("seed", self.seed, lo=0, hi=LIMITS["seed"])
         check_int("sample_grid", self.sample_grid, lo=0, hi=LIMITS["sample_grid"])
         check_int("log_every", self.log_every, hi=LIMITS["batches"])
-        check_int("checkpoint_every_steps", self.checkpoint_every_steps, allow_none=True)
+        check_int("checkpoint_every_steps", self.checkpoint_every_steps, hi=LIMITS["batches"], allow_none=True)
         check_choice("fast", self.fast, ("fused", "graphs"), allow_none=True)
         check_number("checkpoint_every_s", self.checkpoint_every_s, lo=0, lo_open=True, allow_none=True, unit=" (seconds)")
         for name in ("lr", "step_size", "likelihood_sigma", "prior_std", "precondition_delta"):
