@@ -309,3 +309,19 @@ def test_worker_features_equal_a_fresh_evaluation(ideal_run):
     # the parent's two-process feature pass equals the one-process pass
     par = quality.features_in_parallel(net, imgs, 2, root)
     assert torch.allclose(par, net(imgs), rtol=1e-5, atol=1e-6)
+
+
+def test_diagnostics_section_with_the_onset_experiment(ideal_run):
+    """Issue 9's diagnostics in the main job: every sampler row has them, and the onset experiment (chains of one
+    image started from the prior) shows the variability quenching a posterior narrower than the prior must give."""
+    _, out, rep = ideal_run
+    rows = rep["diagnostics"]["rows"]
+    assert set(rows) == {"discrete LPC", "circuit · ideal"}
+    for label, r in rows.items():
+        assert "flux" in r and "onset" in r, label
+        # a 28x28 image with sigma_x ~ 0.1 pins the latent far below the prior's spread
+        assert r["onset"]["final_var_ratio"] < 0.5, (label, r["onset"])
+    assert "diagnostics_quenching.png" in rep["figures"] and (out / "diagnostics_quenching.png").stat().st_size > 1000
+    md = (out / "report.md").read_text()
+    assert "## Diagnostics" in md and "onset: final variance ratio" in md
+    assert rep["stages"]["diagnostics"] < 0.1 * rep["stages"]["total"]

@@ -56,6 +56,8 @@ class StudyConfig:
     posterior_steps: int = 400
     record_every: int = 2
     spread_chains: int = 16
+    onset_steps: int = 100                     # the onset experiment (diagnostics: variability quenching): spread_chains
+                                               # chains of one image from the prior, recorded every step; 0: none
     # sample quality
     n_samples: int = 500
     feature: str = "auto"                      # auto (neuro_lpc.metrics.default_feature) | classifier | inception
@@ -82,6 +84,7 @@ class StudyConfig:
             self.train_batches, self.langevin_steps, self.prior_init_batches = 30, 5, 4
             self.posterior_chains, self.posterior_steps, self.record_every = 8, 80, 2
             self.spread_chains, self.n_samples, self.quick_features = 6, 200, True
+            self.onset_steps = 40
         if self.full_protocol:
             self.n_samples, self.feature = 50_000, "inception"
         return self
@@ -134,6 +137,7 @@ def check_fields(cfg: StudyConfig) -> None:
         for name, limit in sizes.items():
             check_int(name.replace("_", "-"), getattr(cfg, name), hi=LIMITS[limit])
         check_int("prior-init-batches", cfg.prior_init_batches, lo=0, hi=LIMITS["batches"])
+        check_int("onset-steps", cfg.onset_steps, lo=0, hi=LIMITS["steps"])
         check_int("threads", cfg.threads, hi=LIMITS["threads"], allow_none=True)
         check_int("train-workers", cfg.train_workers, hi=LIMITS["workers"], allow_none=True)
         check_number("step-size", cfg.step_size, lo=0, lo_open=True)

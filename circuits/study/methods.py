@@ -63,6 +63,7 @@ class StudyContext:
     worker_samples: dict = field(default_factory=dict)  # name -> {"images", "features"} drawn in its training worker
     worker_metric_walls: dict = field(default_factory=dict)  # name -> wall seconds of that work in the worker
     worker_jobs: dict = field(default_factory=dict)  # "job:<label>" -> outcome of an extra worker job
+    onsets: dict = field(default_factory=dict)       # row label -> (t, z (R, S, d)) of the onset experiment
     train_workers: int = 1
 
     @staticmethod

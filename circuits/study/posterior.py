@@ -33,6 +33,7 @@ class PosteriorInputs:
     zs0: torch.Tensor          # (S, d) its one shared start
     log_joint0: torch.Tensor   # (B,) log p(x, z(0))
     seed: int
+    zp0: torch.Tensor | None = None  # (S, d) prior draws: the onset experiment's starts (stimulus onset, prior -> posterior)
 
 
 @dataclass
@@ -40,6 +41,7 @@ class PosteriorRun:
     summary: dict
     trace: tuple | None = None      # (z_trace (R, B, d), x) for the trajectory figure
     log_joint: tuple | None = None  # (t (R,), log_joint (R, B), log_joint at the start (B,))
+    onset: tuple | None = None      # (t (R,), z (R, S, d)): chains from the prior at stimulus onset (quenching)
 
 
 def make_inputs(cfg, model, encoder, test_x, device, seed: int) -> PosteriorInputs:
@@ -50,7 +52,8 @@ def make_inputs(cfg, model, encoder, test_x, device, seed: int) -> PosteriorInpu
         z0 = mean + var.sqrt() * torch.randn(mean.shape, generator=g, device=device)
     xs = x[:1].expand(cfg.spread_chains, *x.shape[1:]).contiguous()
     zs0 = z0[:1].expand(cfg.spread_chains, -1).contiguous()
-    return PosteriorInputs(model, x, z0, xs, zs0, model.log_joint(x, z0).detach(), seed)
+    zp0 = model.prior_std * torch.randn(zs0.shape, generator=g, device=device)
+    return PosteriorInputs(model, x, z0, xs, zs0, model.log_joint(x, z0).detach(), seed, zp0)
 
 
 # ------------------------------------------------------------------------------------ preconditioner
@@ -227,7 +230,13 @@ def discrete_posterior(ctx, inp: PosteriorInputs, name: str = "discrete") -> Pos
     summary["spread_chains"] = int(inp.xs.shape[0])
     summary["sampler"] = f"LangevinSampler (γ = {cfg.step_size:g})"
     summary["preconditioner"] = ctx.preconditioner["name"]
-    return PosteriorRun(summary, (traj.z, inp.x), (traj.t.numpy(), traj.log_joint.numpy(), inp.log_joint0.cpu().numpy()))
+    onset = None
+    if cfg.onset_steps and inp.zp0 is not None:   # the onset experiment: the same image, chains from the prior
+        ores = sampler_for(cfg, cfg.onset_steps).sample(inp.model, inp.xs, inp.zp0, record_every=1,
+                                                        generator=torch.Generator(device=dev).manual_seed(inp.seed + 3))
+        onset = ((ores.t.double() * cfg.step_size * cfg.tau_z).cpu().numpy(), ores.z_trace.cpu().numpy())
+    return PosteriorRun(summary, (traj.z, inp.x), (traj.t.numpy(), traj.log_joint.numpy(), inp.log_joint0.cpu().numpy()),
+                        onset)
 
 
 def device_posterior(ctx, inp: PosteriorInputs, name: str) -> PosteriorRun:
@@ -262,6 +271,11 @@ def circuit_posterior(ctx, inp: PosteriorInputs, name: str = "circuit", noise=No
         straj = circuit.simulate(inp.xs, inp.zs0, steps=cfg.posterior_steps, record_every=cfg.record_every,
                                  generator=torch.Generator(device=dev).manual_seed(inp.seed + 2))
         summary["chain_spread"], summary["chain_spread_se"] = _spread(straj.z)
+        onset = None
+        if cfg.onset_steps and inp.zp0 is not None:   # the onset experiment: the same image, chains from the prior
+            otraj = circuit.simulate(inp.xs, inp.zp0, steps=cfg.onset_steps, record_every=1,
+                                     generator=torch.Generator(device=dev).manual_seed(inp.seed + 3))
+            onset = (otraj.t.cpu().double().numpy(), otraj.z.cpu().numpy())
     except DivergenceError as e:  # report the divergence (step and unit named) instead of failing the study
         return PosteriorRun({"diverged": str(e), "diverged_step": e.step, "wall_s": time.perf_counter() - t0,
                              "preconditioner": ctx.preconditioner["name"], "sampler": "circuit"})
@@ -269,4 +283,4 @@ def circuit_posterior(ctx, inp: PosteriorInputs, name: str = "circuit", noise=No
     summary["sampler"] = f"circuit (dt = {circuit.config.dt:.3g} s)"
     summary["preconditioner"] = ctx.preconditioner["name"]
     return PosteriorRun(summary, (traj.z, inp.x),
-                        (traj.t.cpu().numpy(), traj.log_joint.cpu().numpy(), inp.log_joint0.cpu().numpy()))
+                        (traj.t.cpu().numpy(), traj.log_joint.cpu().numpy(), inp.log_joint0.cpu().numpy()), onset)

@@ -335,6 +335,9 @@ def render_markdown(report: dict) -> str:
                       "the other rows' training (s): " + ", ".join(
                           [f"{m[k]['label'] if k in m else k} {v:.1f}" for k, v in wm.items()]
                           + [f"{k} {v:.1f}" for k, v in jobs.items() if v is not None]) + "."]
+    if report.get("diagnostics"):
+        from .diagnostics import render_markdown as diagnostics_markdown
+        lines += ["", diagnostics_markdown(report["diagnostics"]).rstrip()]
     lines += [
         "",
         "## Figures",

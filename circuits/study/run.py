@@ -149,6 +149,10 @@ def _run(cfg: StudyConfig, out: Path, noise, log, methods) -> dict:
         plots.plot_delta_log_joint(lj, out / "delta_log_joint.png")
         plots.plot_log_joint({k: (v[0], v[1]) for k, v in lj.items()}, out / "log_joint.png")
         plots.plot_training({labels[n]: tr.history for n, tr in ctx.trained.items()}, out / "training.png")
+    with stages.time("diagnostics"):   # issue 9: flux, quenching, noise correlations, spontaneous vs evoked
+        from .diagnostics import diagnostics_section
+        diagnostics = diagnostics_section(traces, lj, prior_std=float(ref.model.prior_std), out=out,
+                                          onset_by_method=ctx.onsets or None)
 
     # 5. the table and the report -----------------------------------------------------------------------
     table = {}
@@ -168,7 +172,9 @@ def _run(cfg: StudyConfig, out: Path, noise, log, methods) -> dict:
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
         "threads": {"training_and_sampling": cfg.threads or torch.get_num_threads(), "metrics": torch.get_num_threads()},
         "versions": package_versions(), "git_commit": git_commit(),
-        "figures": ["samples.png", "trajectories.png", "delta_log_joint.png", "log_joint.png", "training.png"],
+        "diagnostics": diagnostics,
+        "figures": ["samples.png", "trajectories.png", "delta_log_joint.png", "log_joint.png", "training.png"]
+                   + list(diagnostics.get("figures", [])),
         "recordings": recordings,
     }
     report["verdict"] = verdict(report)
@@ -275,6 +281,8 @@ def _posteriors(ctx, methods, parts, stages, ref):
                 parts[m.name]["errors"]["posterior"] = run.summary["diverged"]
             if run.trace is not None:
                 traces[m.label], lj[m.label] = run.trace, run.log_joint
+            if run.onset is not None:
+                ctx.onsets[m.label] = run.onset
     return traces, lj
 
 
@@ -327,6 +335,8 @@ def build_parser():
     p.add_argument("--train-batches", type=int)
     p.add_argument("--langevin-steps", type=int)
     p.add_argument("--posterior-steps", type=int)
+    p.add_argument("--onset-steps", type=int, help="steps of the onset experiment (chains from the prior; diagnostics' "
+                   "variability quenching; default 100, 0: none)")
     p.add_argument("--tau-z", type=float, help="value-unit time constant in s (default 0.01)")
     p.add_argument("--tau-e", type=float, help="error-unit time constant in s (default 0: adiabatic; see docs/study.md)")
     p.add_argument("--cache-dir", help="cache for the feature network and real-set statistics (default: <out>/../.cache)")
@@ -339,8 +349,8 @@ def config_from_args(args) -> StudyConfig:
                       full_protocol=args.full_protocol, cache_dir=args.cache_dir, learning=args.learning,
                       skip=[s.strip() for s in args.skip.split(",") if s.strip()])
     cfg.apply_quick()
-    for name in ("tau_z", "tau_e", "n_samples", "train_batches", "langevin_steps", "posterior_steps", "preconditioner",
-                 "threads", "train_workers"):
+    for name in ("tau_z", "tau_e", "n_samples", "train_batches", "langevin_steps", "posterior_steps", "onset_steps",
+                 "preconditioner", "threads", "train_workers"):
         if getattr(args, name) is not None:
             setattr(cfg, name, getattr(args, name))
     cfg.quick = False  # already applied; flags above override the quick sizes
