@@ -14,6 +14,7 @@ no code runs on load.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -184,7 +185,12 @@ class Trainer:
         saved = ck.get("config")
         if not isinstance(saved, dict):
             return
-        changed = changed_config_keys(saved, self.config.to_dict())
+        current = self.config.to_dict()
+        defaults = {f.name: f.default for f in dataclasses.fields(self.config) if f.default is not dataclasses.MISSING}
+        for k in set(current) - set(saved):   # a field newer than the checkpoint: fine while it has its default
+            if k in defaults and json.dumps(current[k], default=str) == json.dumps(defaults[k], default=str):
+                saved = {**saved, k: current[k]}
+        changed = changed_config_keys(saved, current)
         if changed:
             diffs = ", ".join(f"{k} (checkpoint {saved.get(k)!r}, now {getattr(self.config, k, None)!r})" for k in changed)
             raise CheckpointError(f"resume with a config that differs from the checkpoint's at {path}: {diffs}; "
