@@ -163,7 +163,7 @@ class Circuit:
                  record_every: int = 10, generator: torch.Generator | None = None, encoder: nn.Module | None = None,
                  accumulate_grad: bool = False, grad_scale: float | None = None, online_lr: float | None = None,
                  record_path: str | os.PathLike | None = None, keep_records: bool = True,
-                 record_eps: bool = False) -> Trajectory:
+                 record_eps: bool = False, fast: str | None = None) -> Trajectory:
         """Integrate the circuit for ``steps`` Euler-Maruyama steps of ``config.dt`` from z0.
 
         Args:
@@ -188,12 +188,25 @@ class Circuit:
                 end to end; read the run later with ``Trajectory.from_hdf5``).
             record_eps: also record the error units as extra "eps" (R, B, ...) (the settled
                 e(x, g(z)) when adiabatic).
+            fast: None (eager) or "graphs": a sampling run as CUDA graphs of the ``record_every`` steps between
+                records (``circuits.fast``; eager off CUDA and for what a graph cannot hold, named in
+                ``traj.attrs["fast"]``). Not with learning, streaming, an encoder start or eps records.
 
         Returns a ``neuro_lpc.record.Trajectory``: t (R,) s, z (R, B, d), log_joint (R, B) of the true
         model, extras "error_norm" (R, B) (||eps||, or ||e(x, g(z))|| when adiabatic), "gain" (R, B, d)
         when preconditioned, and the noise states sources were asked to record.
         Raises ``neuro_lpc.DivergenceError`` naming the step and unit on NaN/inf.
         """
+        if fast is not None:
+            if fast != "graphs":
+                raise ValueError(f"fast must be None or 'graphs', got {fast!r}")
+            given = [n for n, v in (("encoder", encoder), ("accumulate_grad", accumulate_grad), ("online_lr", online_lr),
+                                    ("record_path", record_path or self.config.record_path), ("record_eps", record_eps))
+                     if v]
+            if given:
+                raise ValueError(f"fast='graphs' runs sampling only: drop {', '.join(given)} (or use fast=None)")
+            from .fast import simulate_graphed
+            return simulate_graphed(self, x, z0, steps=steps, record_every=record_every, generator=generator)
         return run_em(self, x, z0=z0, steps=steps, record_every=record_every, generator=generator, encoder=encoder,
                       accumulate_grad=accumulate_grad, grad_scale=grad_scale, online_lr=online_lr,
                       record_path=record_path if record_path is not None else self.config.record_path,

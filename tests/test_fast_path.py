@@ -306,3 +306,15 @@ def test_graph_body_with_the_on_device_step_counter_equals_the_eager_chain():
     torch.testing.assert_close(res.gain, eager.gain, rtol=1e-10, atol=1e-10)
     for p, b in zip(chain.params, g_eager):
         torch.testing.assert_close(p.grad, b, rtol=1e-10, atol=1e-10)
+
+
+def test_circuit_simulate_fast_option():
+    c = _circuit(nn.Linear(5, 30), 2e-3)
+    x, z0 = torch.randn(4, 30), torch.randn(4, 5)
+    out = c.simulate(x, z0, steps=20, record_every=5, generator=torch.Generator().manual_seed(1), fast="graphs")
+    ref = c.simulate(x, z0, steps=20, record_every=5, generator=torch.Generator().manual_seed(1))
+    assert out.attrs["fast"] == "eager: not on CUDA" and torch.equal(out.z, ref.z)   # a CPU model: the eager loop
+    with pytest.raises(ValueError, match="fast must be None or 'graphs'"):
+        c.simulate(x, z0, steps=20, fast="cudagraphs")
+    with pytest.raises(ValueError, match="sampling only: drop accumulate_grad"):
+        c.simulate(x, z0, steps=20, fast="graphs", accumulate_grad=True)
