@@ -382,3 +382,35 @@ def test_a_recording_killed_at_any_moment_is_readable_and_says_it_is_incomplete(
             if isinstance(where, str):
                 assert status == "running"                      # incomplete, and says so
                 assert n == {"header": 0, "datasets": 0, "append": 2}[where]
+
+
+def test_circuit_trainer_mid_epoch_resume_is_bit_equal(tmp_path):
+    """The circuit trainer, with a 1/f noise bank carried from one presentation to the next (checkpointed
+    noise_state): crash before step 5 of an 8-batch epoch, resume from the step-3 checkpoint."""
+    from torch import nn
+    from torch.utils.data import TensorDataset
+
+    from circuits.learn import CircuitTrainConfig, CircuitTrainer
+    from neuro_lpc import GaussianLikelihood, GenerativeModel, MLPEncoder
+
+    def problem():
+        g = torch.Generator().manual_seed(0)
+        X = torch.randn(64, 8, generator=g, dtype=torch.float64)
+        torch.manual_seed(1)
+        model = GenerativeModel(nn.Linear(3, 8).double(), GaussianLikelihood(0.5, learn_sigma=True), latent_dim=3)
+        return model.double(), MLPEncoder(8, 3, hidden=16).double(), TensorDataset(X, torch.zeros(64, dtype=torch.long))
+
+    c = CircuitTrainConfig(batch_size=8, presentation_steps=5, max_batches_per_epoch=8, prior_init_batches=2,
+                           sample_grid=0, seed=3, tau_e=0.0, dt=1e-3, latent_dim=3, likelihood="gaussian",
+                           device="cpu", checkpoint_every_steps=3, checkpoint_every_s=None,
+                           noise={"preset": "ideal", "sources": [{"type": "flicker", "value_std": 0.2}]})
+    m, e, data = problem()
+    whole = CircuitTrainer(m, e, c, out_dir=tmp_path / "whole")
+    whole.fit(data, progress=False)
+    with pytest.raises(Crash):
+        crashing(CircuitTrainer, 5)(*problem()[:2], c, out_dir=tmp_path / "split").fit(data, progress=False)
+    assert read_checkpoint(tmp_path / "split" / "checkpoint.pt")["epoch_batch"] == 3
+    again = CircuitTrainer(*problem()[:2], c, out_dir=tmp_path / "split")
+    again.fit(data, resume=True, progress=False)
+    assert_bit_equal(params(whole), params(again))
+    assert steps_logged(tmp_path / "split") == list(range(1, 9))
