@@ -91,6 +91,25 @@ def _worker(out: Path) -> None:
     model, enc, data, ccfg = _circuit_setup()
     ctrainer = distributed.distributed_trainer_class(CircuitTrainer)(model, enc, ccfg, out_dir=None)
     chist = ctrainer.fit(data, progress=False)
+    # Ctrl-C on rank 1 only (its flag set during the 2nd step): both ranks stop after that same step
+    from neuro_lpc.errors import TrainingInterrupted
+
+    model, enc, data, cfg = _setup()
+    itr = cls(model, enc, cfg, out_dir=out / "interrupted")
+    if ctx.rank == 1:
+        step = itr.train_step
+
+        def train_step(x):
+            if itr.global_step == 1:
+                itr._interrupt = True           # what the SIGINT handler sets
+            return step(x)
+        itr.train_step = train_step
+    try:
+        itr.fit(data, progress=False)
+        stopped = None
+    except TrainingInterrupted:
+        stopped = itr.global_step
+    (out / f"interrupted_rank{ctx.rank}.json").write_text(json.dumps(stopped))
     if ctx.is_main:
         torch.save({"params": _params(trainer), "loss": [h["loss"] for h in hist],
                     "circuit_params": _params(ctrainer), "circuit_loss": [h["loss"] for h in chist]}, out / "ddp.pt")
@@ -194,6 +213,11 @@ def test_two_gloo_ranks_equal_one_process_over_the_global_batch(tmp_path):
         torch.testing.assert_close(ddp["circuit_params"][k], v, rtol=1e-10, atol=1e-12, msg=k)
     torch.testing.assert_close(torch.tensor(ddp["circuit_loss"]), torch.tensor([h["loss"] for h in chist]),
                                rtol=1e-10, atol=0)
+    # a Ctrl-C flag on rank 1 stopped both ranks after the same step; rank 0 checkpointed there
+    assert [json.loads((tmp_path / f"interrupted_rank{r}.json").read_text()) for r in (0, 1)] == [2, 2]
+    from neuro_lpc.train import read_checkpoint
+
+    assert read_checkpoint(tmp_path / "interrupted" / "checkpoint.pt")["global_step"] == 2
     # rank 0 alone wrote: one metrics line per step, one checkpoint
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(ln)["step"] for ln in lines] == list(range(1, 7))
