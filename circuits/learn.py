@@ -160,6 +160,9 @@ class CircuitTrainConfig(TrainConfig):
             raise ValueError(f"CircuitTrainConfig.method must be 'circuit', got {self.method!r}")
         # the inherited fields, checked by TrainConfig's own rules (it knows the methods lpc and vae only)
         TrainConfig.validate(dataclasses.replace(self, method="lpc", precondition=None))
+        if self.fast is not None:  # inherited from TrainConfig: it would otherwise be silently ignored here
+            raise ValueError(f"fast={self.fast!r} is the discrete sampler's fast path (train_lpc --fast); circuit "
+                             f"training runs the circuit's step loop (sampling runs: Circuit.simulate(fast='graphs'))")
         for name in ("presentation_steps", "record_every", "check_every"):
             check_int(name, getattr(self, name), hi=LIMITS["steps"], allow_none=name == "presentation_steps")
         if self.record_every > self.resolved_steps:

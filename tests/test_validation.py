@@ -134,6 +134,14 @@ def test_circuit_train_config_refuses_an_unstable_dt_before_any_network():
         CircuitTrainConfig(tau_e=1e-9).validate()     # dt = step_size * tau_z = 1e-3
 
 
+@pytest.mark.parametrize("fast", ["fused", "graphs"])
+def test_circuit_training_refuses_the_discrete_samplers_fast_path(fast):
+    """TrainConfig.fast is inherited by CircuitTrainConfig but has no meaning there: refused, not silently ignored."""
+    CircuitTrainConfig().validate()
+    with pytest.raises(ValueError, match="discrete sampler's fast path"):
+        CircuitTrainConfig(fast=fast).validate()
+
+
 def test_noise_amplitudes_are_bounded():
     ok = {"sources": [{"type": "thermal", "value_std": NOISE_AMPLITUDE_MAX}]}
     CircuitConfig(noise=ok).validate()
