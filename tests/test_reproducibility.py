@@ -1,6 +1,6 @@
 """Reproducibility (issue 10, section 5): --seed fixes the initial weights, and a run is reproduced bit for
 bit (CPU) from its config.json alone: the same command twice, and a rerun with --config, give equal
-parameters and first-step losses; another seed gives other weights."""
+parameters and first-step losses; another seed gives other weights (build_model)."""
 import json
 
 import pytest
@@ -49,7 +49,7 @@ def test_build_model_draws_the_initial_weights_from_the_seed_and_leaves_the_glob
 def test_the_same_command_twice_and_its_config_json_give_the_same_run(tmp_path, cli):
     if cli == "lpc":
         from neuro_lpc.cli import train_main
-        extra = ["--method", "lpc", "--langevin-steps", "3", "--prior-init-batches", "1"]
+        extra = ["--method", "lpc", "--langevin-steps", "2", "--prior-init-batches", "1"]
     else:
         from circuits.cli import train_main
         extra = ["--presentation-steps", "2", "--noise", "thermal", "--prior-init-batches", "1"]
@@ -62,8 +62,3 @@ def test_the_same_command_twice_and_its_config_json_give_the_same_run(tmp_path, 
     assert_same_run(tmp_path / "a", tmp_path / "b")
     assert train_main(["--out", str(tmp_path / "c"), "--config", str(tmp_path / "a" / "config.json"), "--quiet"]) == 0
     assert_same_run(tmp_path / "a", tmp_path / "c")
-    if cli == "circuit":
-        return                                            # (the seed's effect is the same build_model: checked once)
-    assert train_main(["--out", str(tmp_path / "d"), *args[:-len(extra) - 5], "--seed", "12", "--device", "cpu",
-                       "--quiet", *extra]) == 0
-    assert first_loss(tmp_path / "d") != first_loss(tmp_path / "a")
