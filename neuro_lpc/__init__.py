@@ -1,5 +1,5 @@
 """neuro_lpc: exact discrete-time Langevin predictive coding (Zahid et al., ICML 2024, Algorithm 1)."""
-from .errors import CheckpointError, DivergenceError
+from .errors import CheckpointError, DivergenceError, TrainingInterrupted
 from .likelihoods import (LIKELIHOODS, BernoulliLikelihood, DiscretizedGaussianLikelihood, GaussianLikelihood,
                           Likelihood, make_likelihood)
 from .model import GenerativeModel
@@ -10,7 +10,7 @@ from .config import TrainConfig
 __all__ = [
     "GenerativeModel", "GaussianLikelihood", "DiscretizedGaussianLikelihood", "BernoulliLikelihood", "Likelihood",
     "LIKELIHOODS", "make_likelihood", "LangevinSampler", "SampleResult", "ConvDecoder", "ConvEncoder", "MLPEncoder",
-    "build_decoder_encoder", "TrainConfig", "DivergenceError", "CheckpointError",
+    "build_decoder_encoder", "TrainConfig", "DivergenceError", "CheckpointError", "TrainingInterrupted",
 ]
 
 
