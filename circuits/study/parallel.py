@@ -89,7 +89,8 @@ def pretrain(ctx, methods, workers: int, threads: int, skip=(), post=None, jobs=
     """Train the ``pretrain`` rows in up to ``workers`` forked processes; returns name -> outcome dict.
 
     Rows start in table order, except that a row whose ``after`` rows have finished goes first (so the
-    same-wall-time VAE trains while the other worker is still busy, like discrete LPC did).  After a row
+    same-wall-time VAE trains while the other worker is still busy, like discrete LPC did) and circuit rows
+    (the longest) go before the others (longest first: the two workers finish closer together).  After a row
     trains, its worker runs ``post(ctx, name, trained)`` (the row's samples and their features: the metric
     work overlaps the other rows' training) and the outcome's ``"post"`` is what it returned.  ``jobs``:
     ``(label, fn(ctx))`` pairs run in a free worker once every row has started (the real set's features);
@@ -119,7 +120,10 @@ def pretrain(ctx, methods, workers: int, threads: int, skip=(), post=None, jobs=
             while len(running) < workers:
                 cands = [n for n in todo if ready(n)]
                 if cands:
-                    name = next((n for n in cands if by_name[n].after), cands[0])
+                    # a row whose `after` rows are done first (the same-wall-time VAE), then the circuit rows (the
+                    # longest: longest-first keeps the two workers' queues even), then table order
+                    name = next((n for n in cands if by_name[n].after),
+                                next((n for n in cands if by_name[n].kind == "circuit"), cands[0]))
                     todo.remove(name)
                     p = fork.Process(target=_child, daemon=True,
                                      args=(ctx, by_name, name, tmp / f"{ctx.slug(name)}.json", threads, post))
