@@ -130,6 +130,9 @@ def prepare(argv=None):
     resolve_device(cfg.device)
     check_path_text("output folder", args.out)
     out = check_out_dir(args.out)
+    if args.resume:   # a changed config is refused now, not after the data set has loaded
+        from neuro_lpc.train import precheck_resume
+        precheck_resume(cfg, out)
     return args, cfg, out
 
 

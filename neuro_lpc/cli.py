@@ -63,6 +63,9 @@ def prepare(argv=None):
     cfg = config_from_args(args)
     resolve_device(cfg.device)
     out = check_out_dir(args.out)   # last: creates the folder (a probe file checks it is writable)
+    if args.resume:   # a changed config is refused now, not after the data set has loaded
+        from .train import precheck_resume
+        precheck_resume(cfg, out)
     return args, cfg, out
 
 

@@ -80,6 +80,32 @@ def changed_config_keys(saved: dict, current: dict, allowed=RESUMABLE_KEYS) -> l
                   != json.dumps(current.get(k, "<absent>"), sort_keys=True, default=str))
 
 
+def check_resume_config(config, ck: dict, path) -> None:
+    """Refuse (one-line CheckpointError naming the keys) a resume whose ``config`` differs from the checkpoint
+    ``ck``'s in anything but ``RESUMABLE_KEYS``: config.json would no longer describe the run."""
+    saved = ck.get("config")
+    if not isinstance(saved, dict):
+        return
+    current = config.to_dict()
+    defaults = {f.name: f.default for f in dataclasses.fields(config) if f.default is not dataclasses.MISSING}
+    for k in set(current) - set(saved):   # a field newer than the checkpoint: fine while it has its default
+        if k in defaults and json.dumps(current[k], default=str) == json.dumps(defaults[k], default=str):
+            saved = {**saved, k: current[k]}
+    changed = changed_config_keys(saved, current)
+    if changed:
+        diffs = ", ".join(f"{k} (checkpoint {saved.get(k)!r}, now {getattr(config, k, None)!r})" for k in changed)
+        raise CheckpointError(f"resume with a config that differs from the checkpoint's at {path}: {diffs}; "
+                              f"start a new run in another folder, or resume without changing these settings")
+
+
+def precheck_resume(config, out_dir) -> None:
+    """Before any work (the CLIs' ``prepare``): with a checkpoint in ``out_dir``, read and verify it and refuse a
+    changed config (:func:`check_resume_config`); without one nothing happens (the run starts fresh, noted)."""
+    path = Path(out_dir) / "checkpoint.pt"
+    if path.is_file():
+        check_resume_config(config, read_checkpoint(path), path)
+
+
 def _skip_batches(loader, n: int):
     """An iterator over ``loader`` without its first ``n`` batches; their indices are drawn from the sampler
     but no data is loaded for them (single-process loaders), so the batches that follow are the same."""
@@ -182,19 +208,7 @@ class Trainer:
     def check_resume_config(self, ck: dict, path) -> None:
         """Refuse (one-line CheckpointError naming the keys) a resume whose config differs from the
         checkpoint's in anything but ``RESUMABLE_KEYS``: config.json would no longer describe the run."""
-        saved = ck.get("config")
-        if not isinstance(saved, dict):
-            return
-        current = self.config.to_dict()
-        defaults = {f.name: f.default for f in dataclasses.fields(self.config) if f.default is not dataclasses.MISSING}
-        for k in set(current) - set(saved):   # a field newer than the checkpoint: fine while it has its default
-            if k in defaults and json.dumps(current[k], default=str) == json.dumps(defaults[k], default=str):
-                saved = {**saved, k: current[k]}
-        changed = changed_config_keys(saved, current)
-        if changed:
-            diffs = ", ".join(f"{k} (checkpoint {saved.get(k)!r}, now {getattr(self.config, k, None)!r})" for k in changed)
-            raise CheckpointError(f"resume with a config that differs from the checkpoint's at {path}: {diffs}; "
-                                  f"start a new run in another folder, or resume without changing these settings")
+        check_resume_config(self.config, ck, path)
 
     # ------------------------------------------------------------- logging
     def _log(self, record: dict) -> None:

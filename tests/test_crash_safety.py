@@ -291,7 +291,8 @@ def test_a_hand_edited_or_corrupted_checkpoint_is_refused(animal, tmp_path):
     assert read_checkpoint(path)["global_step"] == 1          # the original still loads
 
 
-def test_resume_with_changed_hyperparameters_is_refused_naming_them(animal, tmp_path, capsys):
+def test_resume_with_changed_hyperparameters_is_refused_naming_them(animal, tmp_path, capsys, monkeypatch):
+    import neuro_lpc.data
     from neuro_lpc.cli import train_main
 
     out = tmp_path / "run"
@@ -300,7 +301,13 @@ def test_resume_with_changed_hyperparameters_is_refused_naming_them(animal, tmp_
     assert train_main(base) == 0
     before = (out / "config.json").read_text()
     capsys.readouterr()
+    real_load = neuro_lpc.data.load_dataset
+
+    def no_data(*a, **k):
+        raise AssertionError("the data set was loaded before the changed config was refused")
+    monkeypatch.setattr(neuro_lpc.data, "load_dataset", no_data)        # refused before any work
     assert train_main(["--out", str(out), "--resume", "--lr", "0.01", "--quiet"]) == 2
+    monkeypatch.setattr(neuro_lpc.data, "load_dataset", real_load)
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "lr (checkpoint 0.001, now 0.01)" in err[0] and err[0].startswith("error:")
     assert (out / "config.json").read_text() == before                   # config.json still describes the checkpoint
