@@ -325,3 +325,23 @@ def test_diagnostics_section_with_the_onset_experiment(ideal_run):
     md = (out / "report.md").read_text()
     assert "## Diagnostics" in md and "onset: final variance ratio" in md
     assert rep["stages"]["diagnostics"] < 0.1 * rep["stages"]["total"]
+
+
+@pytest.mark.slow  # two quick analog studies, ~1 min each on 2 cores
+def test_worker_scheduling_changes_no_metric_analog(tmp_path):
+    """Under `analog` (rows hardware-aware and deploy): the study with two workers (rows featurised in their
+    training workers, the deploy row's samples drawn by a worker job) gives every row's metrics equal to the study
+    with one process doing everything -- except the same-wall-time VAE, whose step count follows the wall clock."""
+    reps = {}
+    for workers in (1, 2):
+        out = tmp_path / f"w{workers}"
+        assert study.main(["--noise", "analog", "--quick", "--feature", "classifier", "--out", str(out),
+                           "--cache-dir", str(tmp_path / "cache"), "--train-workers", str(workers)]) == 0
+        reps[workers] = json.loads((out / "report.json").read_text())
+    assert "samples of circuit-deploy" in reps[2]["stages_worker_jobs"]
+    for name, row in reps[1]["methods"].items():
+        if name == "vae-wall":
+            continue
+        a, b = row["samples"], reps[2]["methods"][name]["samples"]
+        for key in ("fd", "fd_se", "kid", "density", "coverage"):
+            assert a[key] == pytest.approx(b[key], rel=1e-9, abs=1e-12), (name, key)

@@ -73,12 +73,19 @@ def _child(ctx, by_name: dict, name: str, result: Path, threads: int, post=None)
 
 
 def _job_child(fn, ctx, result: Path, threads: int) -> None:
-    """A worker running one extra job ``fn(ctx)`` (e.g. the real set's features, cached on disk)."""
+    """A worker running one extra job ``fn(ctx)`` (e.g. the real set's features, cached on disk); a value it
+    returns (not None) comes back through ``result.pt``."""
+    from . import train as train_mod
+
     torch.set_num_threads(threads)
+    train_mod.PROGRESS = False
     t0 = time.perf_counter()
     try:
-        fn(ctx)
+        value = fn(ctx)
         out = {"status": "ok"}
+        if value is not None:
+            torch.save(value, result.with_suffix(".pt"))
+            out["value"] = str(result.with_suffix(".pt"))
     except BaseException as e:  # noqa: BLE001 - the parent does the job itself later
         out = {"status": "error", "message": f"{type(e).__name__}: {e}"}
     out["wall_s"] = time.perf_counter() - t0
@@ -93,8 +100,10 @@ def pretrain(ctx, methods, workers: int, threads: int, skip=(), post=None, jobs=
     (the longest) go before the others (longest first: the two workers finish closer together).  After a row
     trains, its worker runs ``post(ctx, name, trained)`` (the row's samples and their features: the metric
     work overlaps the other rows' training) and the outcome's ``"post"`` is what it returned.  ``jobs``:
-    ``(label, fn(ctx))`` pairs run in a free worker once every row has started (the real set's features);
-    their outcomes are under ``"job:" + label``.
+    ``(label, fn(ctx), after)`` run in a free worker when no row is ready to start and the rows named in
+    ``after`` have trained (the real set's features; a row trained in the parent, whose samples a worker can
+    draw once discrete LPC is done); their outcomes are under ``"job:" + label`` (``"value"``: what ``fn``
+    returned).  A job whose ``after`` rows are not pre-trained, or failed, is dropped.
     """
     if workers < 2 or "fork" not in mp.get_all_start_methods():
         return {}
@@ -128,8 +137,10 @@ def pretrain(ctx, methods, workers: int, threads: int, skip=(), post=None, jobs=
                     p = fork.Process(target=_child, daemon=True,
                                      args=(ctx, by_name, name, tmp / f"{ctx.slug(name)}.json", threads, post))
                     ctx.log(f"[train, worker] {by_name[name].label}")
-                elif extra:
-                    label, fn = extra.pop(0)
+                elif any(all(outcomes.get(d, {}).get("status") == "ok" for d in j[2]) for j in extra):
+                    job = next(j for j in extra if all(outcomes.get(d, {}).get("status") == "ok" for d in j[2]))
+                    extra.remove(job)
+                    label, fn, _ = job
                     name = "job:" + label
                     p = fork.Process(target=_job_child, args=(fn, ctx, tmp / f"{ctx.slug(name)}.json", threads),
                                      daemon=True)
@@ -138,6 +149,9 @@ def pretrain(ctx, methods, workers: int, threads: int, skip=(), post=None, jobs=
                     break
                 p.start()
                 running[p.sentinel] = (p, name)
+            # jobs waiting on rows that will never train here (not pre-trained, or failed) are dropped
+            extra = [j for j in extra if all(d in scheduled and outcomes.get(d, {}).get("status", "ok") == "ok"
+                                             for d in j[2])]
             if not running:
                 break
             for s in wait(list(running)):
@@ -146,8 +160,9 @@ def pretrain(ctx, methods, workers: int, threads: int, skip=(), post=None, jobs=
                 f = tmp / f"{ctx.slug(name)}.json"
                 outcomes[name] = json.loads(f.read_text()) if f.is_file() else \
                     {"status": "error", "message": f"worker exited with code {p.exitcode}"}
-                if "post" in outcomes[name]:
-                    outcomes[name]["post"] = torch.load(outcomes[name]["post"], weights_only=False)
+                for key in ("post", "value"):
+                    if key in outcomes[name]:
+                        outcomes[name][key] = torch.load(outcomes[name][key], weights_only=False)
     finally:
         for p, _ in running.values():
             p.terminate()

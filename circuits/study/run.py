@@ -106,8 +106,11 @@ def _run(cfg: StudyConfig, out: Path, noise, log, methods) -> dict:
     with stages.time("metrics: feature network"):
         net = quality.feature_network(cfg, device, feature)
     with torch_threads(cfg.threads):   # training and sampling: many small ops (StudyConfig.threads)
-        ref = _train(ctx, methods, parts, stages, post=quality.worker_features(cfg, device, net),
-                     jobs=[("real set features", lambda _ctx: quality.real_set(cfg, net))])
+        post = quality.worker_features(cfg, device, net)
+        jobs = [("real set features", lambda _ctx: quality.real_set(cfg, net), ())]
+        jobs += [(SAMPLES_JOB + m.name, _samples_job(methods, m, post), ("discrete",))
+                 for m in methods if not m.pretrain and m.name != "discrete" and m.name not in cfg.skip]
+        ref = _train(ctx, methods, parts, stages, post=post, jobs=jobs)
         traces, lj = _posteriors(ctx, methods, parts, stages, ref)
 
     # 3. sample quality ---------------------------------------------------------------------------------
@@ -194,6 +197,20 @@ def _run(cfg: StudyConfig, out: Path, noise, log, methods) -> dict:
     return report
 
 
+SAMPLES_JOB = "samples of "   # a worker job: the samples and features of a row trained in the parent pass
+
+
+def _samples_job(methods, m, post):
+    """A worker job for a row the parent trains (e.g. ``deploy``: discrete LPC's model programmed onto the array,
+    seeded): load discrete LPC from its cache, build the row the same way, draw its samples and features."""
+    ref = next(r for r in methods if r.name == "discrete")
+
+    def job(ctx):
+        ctx.trained["discrete"] = ref.train(ctx)
+        return post(ctx, m.name, m.train(ctx))
+    return job
+
+
 def _train(ctx, methods, parts, stages, post=None, jobs=()):
     """1. Every row's training; returns the reference row's (discrete LPC's) Trained.
 
@@ -214,6 +231,10 @@ def _train(ctx, methods, parts, stages, post=None, jobs=()):
     outcomes = {n: o for n, o in outcomes.items() if not n.startswith("job:")}
     ctx.worker_samples = {n: o["post"] for n, o in outcomes.items()
                           if isinstance(o.get("post"), dict) and o["post"].get("features") is not None}
+    for n, o in ctx.worker_jobs.items():    # rows the parent trains, sampled by a worker job
+        v = o.get("value")
+        if n.startswith("job:" + SAMPLES_JOB) and isinstance(v, dict) and v.get("features") is not None:
+            ctx.worker_samples[n[len("job:" + SAMPLES_JOB):]] = v
     ctx.worker_metric_walls = {n: o["post_wall_s"] for n, o in outcomes.items() if "post_wall_s" in o}
     ctx.train_walls = {n: o["wall_s"] for n, o in outcomes.items()}
     ctx.train_cpu = {n: o["cpu_s"] for n, o in outcomes.items() if "cpu_s" in o}
