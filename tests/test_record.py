@@ -217,10 +217,14 @@ def test_memory_stays_flat_with_the_number_of_appends(tmp_path):
                     retained.append(tracemalloc.get_traced_memory()[0] - baseline)
             finally:
                 tracemalloc.stop()
-        # a recorder keeping each record (>= ~200 bytes of numpy per append) would retain > 100 kB more
-        # after the last block than after the first
-        assert retained[-1] - retained[0] < 8 * 1024, (buffer_records, retained)
-        assert peaks[-1] - peaks[0] < 8 * 1024, (buffer_records, peaks)
+        # a recorder keeping each record (>= ~200 bytes of numpy per append) would retain >= 8 kB more in *every*
+        # block; HDF5's chunk index grows once when the file crosses a chunk boundary (seen: a single ~9 kB step
+        # at block 3 with buffer_records = 16, flat before and after), so the typical block-to-block growth and the
+        # growth over the second half count, not one step
+        steps = sorted(b - a for a, b in zip(retained, retained[1:]))
+        assert steps[len(steps) // 2] < 1024, (buffer_records, retained)     # a leak: >= 8 kB in every step
+        for series in (retained, peaks):                                     # peaks are noisy (+- 3 kB) but flat
+            assert series[-1] - series[n_blocks // 2] < 8 * 1024, (buffer_records, series)
 
 
 def test_chunks_hold_a_few_hundred_records_or_about_one_mebibyte(tmp_path):

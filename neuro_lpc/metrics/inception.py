@@ -251,7 +251,7 @@ class InceptionFeatures:
         v = (images.to(self.device, torch.float32).clamp(-1.0, 1.0) + 1.0) * 127.5
         if self.quantize:
             v = v.round()
-        if v.shape[-2:] != (FID_INCEPTION_SIZE, FID_INCEPTION_SIZE):  # per channel: resizing grey before repeating is exact
+        if v.shape[-2:] != (FID_INCEPTION_SIZE, FID_INCEPTION_SIZE):  # per channel: resizing grey, then repeating, equals resizing 3 copies (to float rounding on 1 thread)
             v = F.interpolate(v, size=(FID_INCEPTION_SIZE, FID_INCEPTION_SIZE), mode="bilinear", align_corners=False)
         v = (v - 128.0) / 128.0
         return v.expand(-1, 3, -1, -1) if v.shape[1] == 1 else v
