@@ -6,6 +6,7 @@ The fast runs use ``--feature classifier`` (Inception features on CPU are the sl
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -345,3 +346,30 @@ def test_worker_scheduling_changes_no_metric_analog(tmp_path):
         a, b = row["samples"], reps[2]["methods"][name]["samples"]
         for key in ("fd", "fd_se", "kid", "density", "coverage"):
             assert a[key] == pytest.approx(b[key], rel=1e-9, abs=1e-12), (name, key)
+
+
+@pytest.mark.parametrize("onset_steps", [0, 7])
+def test_onset_steps_sets_the_onset_experiment(tmp_path, onset_steps):
+    """--onset-steps: 0 runs no onset experiment; n runs the spread chains of one image from prior draws for n steps,
+    every step recorded, in the discrete sampler and the circuit alike."""
+    from circuits.study import posterior as post_mod
+    from circuits.study.config import StudyConfig
+    from neuro_lpc.config import TrainConfig
+    from neuro_lpc.train import build_model
+
+    cfg = StudyConfig(posterior_chains=3, posterior_steps=24, record_every=2, spread_chains=4, onset_steps=onset_steps)
+    model, encoder = build_model(TrainConfig(), 28, 1)
+    x = torch.rand(3, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    inp = post_mod.make_inputs(cfg, model, encoder, x, torch.device("cpu"), 5)
+    assert inp.zp0.shape == (4, 40) and not torch.equal(inp.zp0[0], inp.zp0[1])      # prior draws, one per chain
+    ctx = study.StudyContext(cfg, torch.device("cpu"), "ideal", tmp_path, tmp_path / "models", None, None, None,
+                             log=lambda *a: None)
+    ctx.preconditioner = {"name": "adam"}
+    for run in (post_mod.discrete_posterior(ctx, inp), post_mod.circuit_posterior(ctx, inp, noise="ideal")):
+        if onset_steps == 0:
+            assert run.onset is None
+        else:
+            t, z = run.onset
+            assert z.shape == (onset_steps + 1, 4, 40) and len(t) == onset_steps + 1
+            assert np.allclose(z[0], inp.zp0.numpy()) and t[0] == 0                    # starts at the prior draws
+            assert np.allclose(np.diff(t), cfg.step_size * cfg.tau_z)                  # one record per step

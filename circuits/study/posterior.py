@@ -234,7 +234,9 @@ def discrete_posterior(ctx, inp: PosteriorInputs, name: str = "discrete") -> Pos
     if cfg.onset_steps and inp.zp0 is not None:   # the onset experiment: the same image, chains from the prior
         ores = sampler_for(cfg, cfg.onset_steps).sample(inp.model, inp.xs, inp.zp0, record_every=1,
                                                         generator=torch.Generator(device=dev).manual_seed(inp.seed + 3))
-        onset = ((ores.t.double() * cfg.step_size * cfg.tau_z).cpu().numpy(), ores.z_trace.cpu().numpy())
+        # the sampler records after each step: the start (t = 0, the prior draws) goes first
+        t_on = torch.cat([ores.t.new_zeros(1), ores.t]).double() * cfg.step_size * cfg.tau_z
+        onset = (t_on.cpu().numpy(), torch.cat([inp.zp0[None], ores.z_trace]).cpu().numpy())
     return PosteriorRun(summary, (traj.z, inp.x), (traj.t.numpy(), traj.log_joint.numpy(), inp.log_joint0.cpu().numpy()),
                         onset)
 
@@ -275,7 +277,9 @@ def circuit_posterior(ctx, inp: PosteriorInputs, name: str = "circuit", noise=No
         if cfg.onset_steps and inp.zp0 is not None:   # the onset experiment: the same image, chains from the prior
             otraj = circuit.simulate(inp.xs, inp.zp0, steps=cfg.onset_steps, record_every=1,
                                      generator=torch.Generator(device=dev).manual_seed(inp.seed + 3))
-            onset = (otraj.t.cpu().double().numpy(), otraj.z.cpu().numpy())
+            # records follow each step: the start (t = 0, the prior draws) goes first
+            onset = (torch.cat([otraj.t.new_zeros(1), otraj.t]).cpu().double().numpy(),
+                     torch.cat([inp.zp0[None].to(otraj.z), otraj.z]).cpu().numpy())
     except DivergenceError as e:  # report the divergence (step and unit named) instead of failing the study
         return PosteriorRun({"diverged": str(e), "diverged_step": e.step, "wall_s": time.perf_counter() - t0,
                              "preconditioner": ctx.preconditioner["name"], "sampler": "circuit"})
