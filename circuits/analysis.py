@@ -33,6 +33,8 @@ import numpy as np
 import scipy.linalg
 import torch
 
+from .diagnostics._checks import positive as _positive
+
 __all__ = [
     "gaussian_posterior", "ula_stationary", "ula_stationary_eigen",
     "linear_sde_stationary", "euler_maruyama_stationary",
@@ -54,13 +56,6 @@ def _array(name: str, value, ndim: int | tuple[int, ...]) -> np.ndarray:
     if array.ndim not in allowed:
         raise ValueError(f"{name} must have {' or '.join(map(str, allowed))} dimensions, got shape {array.shape}")
     return array
-
-
-def _positive(name: str, value: float, allow_zero: bool = False) -> float:
-    value = float(value)
-    if not np.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
-        raise ValueError(f"{name} must be a {'non-negative' if allow_zero else 'positive'} finite number, got {value}")
-    return value
 
 
 def _square(name: str, value) -> np.ndarray:

@@ -17,9 +17,8 @@ import math
 from pathlib import Path
 
 from neuro_lpc.cli import _FLAGS as _LPC_FLAGS
-from neuro_lpc.config import resolve_device
-from neuro_lpc.validation import DEBUG_ENV, OneLineParser, check_out_dir, check_path_text, check_text, cli_boundary, \
-    one_line_errors
+from neuro_lpc.cli import check_run
+from neuro_lpc.validation import DEBUG_ENV, OneLineParser, check_path_text, check_text, cli_boundary, one_line_errors
 
 from .learn import CircuitTrainConfig
 
@@ -127,13 +126,8 @@ def prepare(argv=None):
     """Parse and check everything before any work: (args, config, output folder); one-line ValueError otherwise."""
     args = build_parser().parse_args(argv)
     cfg = config_from_args(args)
-    resolve_device(cfg.device)
     check_path_text("output folder", args.out)
-    out = check_out_dir(args.out)
-    if args.resume:   # a changed config is refused now, not after the data set has loaded
-        from neuro_lpc.train import precheck_resume
-        precheck_resume(cfg, out)
-    return args, cfg, out
+    return args, cfg, check_run(args, cfg)
 
 
 def _train(argv) -> int:

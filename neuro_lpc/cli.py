@@ -61,12 +61,19 @@ def prepare(argv=None):
     Raises ValueError (one line) on any bad flag, config key, device or output folder."""
     args = build_parser().parse_args(argv)
     cfg = config_from_args(args)
+    return args, cfg, check_run(args, cfg)
+
+
+def check_run(args, cfg):
+    """The end of every training CLI's ``prepare``: the device, the output folder (created last, a probe file
+    checks it is writable) and, with ``--resume``, the checkpoint's config against ``cfg`` -- refused now, not
+    after the data set has loaded.  Returns the output folder."""
     resolve_device(cfg.device)
-    out = check_out_dir(args.out)   # last: creates the folder (a probe file checks it is writable)
-    if args.resume:   # a changed config is refused now, not after the data set has loaded
+    out = check_out_dir(args.out)
+    if args.resume:
         from .train import precheck_resume
         precheck_resume(cfg, out)
-    return args, cfg, out
+    return out
 
 
 def _train(argv) -> int:

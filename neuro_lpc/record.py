@@ -58,6 +58,8 @@ import h5py
 import numpy as np
 import torch
 
+from .checkpoint import _fsync_dir
+
 __all__ = ["Trajectory", "HDF5Recorder", "read_attrs", "read_status", "FORMAT"]
 
 FORMAT = "neuro_lpc.trajectory/1"
@@ -140,19 +142,6 @@ def _write_attrs(file: h5py.File, plain: Mapping[str, Any]) -> None:
 
 def _attr_str(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def read_attrs(path: str | os.PathLike) -> dict:

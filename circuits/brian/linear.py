@@ -38,6 +38,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..diagnostics._checks import positive as _positive
+
 __all__ = ["BrianCircuitTrajectory", "simulate_linear_circuit_brian", "build_linear_circuit_network",
            "linear_circuit_from_model"]
 
@@ -74,16 +76,6 @@ def _as_array(name, value, ndim):
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{name} contains NaN or inf")
     return arr
-
-
-def _positive(name, value, allow_zero=False):
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number, got {value!r}") from None
-    if not np.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
-        raise ValueError(f"{name} must be a {'non-negative' if allow_zero else 'positive'} finite number, got {value!r}")
-    return v
 
 
 def _steps(name, total, dt):

@@ -38,6 +38,15 @@ def default_workers(threads: int | None) -> int:
     return max(1, min(2, cores // max(1, threads or cores)))
 
 
+def _stop_and_clean(running: dict, tmp: Path) -> None:
+    """Terminate workers still running (an error in the parent) and remove their scratch folder."""
+    for p, _ in running.values():
+        p.terminate()
+    for f in tmp.glob("*"):
+        f.unlink()
+    tmp.rmdir()
+
+
 def _child(ctx, by_name: dict, name: str, result: Path, threads: int, post=None) -> None:
     """A worker: load the row's ``after`` rows from their caches, train the row, then ``post(ctx, name, trained)``
     (the row's sample features, say) into ``result.pt``, write the outcome, exit."""
@@ -164,11 +173,7 @@ def pretrain(ctx, methods, workers: int, threads: int, skip=(), post=None, jobs=
                     if key in outcomes[name]:
                         outcomes[name][key] = torch.load(outcomes[name][key], weights_only=False)
     finally:
-        for p, _ in running.values():
-            p.terminate()
-        for f in tmp.glob("*"):
-            f.unlink()
-        tmp.rmdir()
+        _stop_and_clean(running, tmp)
     return outcomes
 
 
@@ -205,9 +210,5 @@ def fork_map(fn, items: list, workers: int, threads: int, scratch: Path) -> list
                 if not out.get("ok"):
                     results[i] = fn(items[i])           # again here: a real failure raises with its traceback
     finally:
-        for p, _ in running.values():
-            p.terminate()
-        for f in tmp.glob("*"):
-            f.unlink()
-        tmp.rmdir()
+        _stop_and_clean(running, tmp)
     return [results[i] for i in range(len(items))]
