@@ -16,6 +16,7 @@ from neuro_lpc.distributed import shard_randn
 
 from .kernels_linear import LinearKernels
 from .run_records import RunRecords
+from .timescales import gain_decay
 from .weights import _Weights
 
 if TYPE_CHECKING:
@@ -42,8 +43,10 @@ class CircuitRun(LinearKernels, RunRecords):
       eps' = eps + (dt / tau_e) (target - leak eps) + (error-unit noise), target e(x, mu) with leak 1
       (form "error") or x - mu with leak sigma_x^2 (form "bogacz"); adiabatic: eps = target / leak;
     * gain units m (:meth:`_advance_gain`, before the value units):
-      m' = beta m + (1 - beta) s^2, beta = 1 - dt / tau_m, G = min(1 / (sqrt(m_hat) + delta), max_gain)
-      (:meth:`_gain`); with preconditioner "frozen" they stop after ``freeze_at`` steps and G is held.
+      m' = beta m + (1 - beta) s^2, beta = 1 - dt / tau_m (the configured beta of Algorithm 1), per unit
+      beta ** (tau_m / tau_m,i) (``circuits.timescales.gain_decay``: in (0, 1) for any draw, so m >= 0),
+      G = min(1 / (sqrt(m_hat) + delta), max_gain) (:meth:`_gain`); with preconditioner "frozen" they stop
+      after ``freeze_at`` steps and G is held.
 
     What downstream units see passes through the noise sources' transforms: value outputs z -> decoder,
     predictions mu -> error units, error outputs eps -> feedback (eps_fb).
@@ -69,7 +72,6 @@ class CircuitRun(LinearKernels, RunRecords):
         self.az = self.dt / ts.tau_z
         self.cz = (2 * T * self.dt / ts.tau_z) ** 0.5 if self.noisy else 0.0
         self.ae = 0.0 if c.adiabatic else self.dt / ts.tau_e
-        self.am = self.dt / ts.tau_m
         self.bogacz = cfg.error_form == "bogacz"
         self.leak = float(self.lik.sigma.detach()) ** 2 if self.bogacz else 1.0
         self.delta = float(cfg.precondition_delta)
@@ -94,10 +96,12 @@ class CircuitRun(LinearKernels, RunRecords):
         # gain units: a decay beta is Algorithm 1 (m = 0, G from the bias-corrected m / (1 - beta^t));
         # the continuous form ("rms" / True) starts at the squared initial score, no bias correction
         self.bias_correct = isinstance(cfg.precondition, float) and c.preconditioned
-        # the gain units' decay per step, beta = 1 - dt / tau_m (exactly the configured beta when uniform)
-        self.gain_beta = 1.0 - self.am
-        if self.bias_correct and not isinstance(ts.tau_m, torch.Tensor):
-            self.gain_beta = float(cfg.precondition)
+        # the gain units' decay per step: the configured beta (Algorithm 1) or Euler's 1 - dt / tau_m ("rms") when
+        # uniform; with per-unit tau_m,i that decay ** (tau_m / tau_m,i), in (0, 1) for any draw and dt (gain_decay)
+        self.gain_beta = None
+        if c.preconditioned:
+            decay = float(cfg.precondition) if self.bias_correct else 1.0 - self.dt / cfg.gain_tau()
+            self.gain_beta = gain_decay(decay, ts.tau_m, cfg.gain_tau())
         if self.bias_correct:
             self.m = torch.zeros_like(z0)
         elif c.preconditioned:
@@ -229,8 +233,9 @@ class CircuitRun(LinearKernels, RunRecords):
     def _advance_gain(self, s) -> torch.Tensor:
         """Gain units: m' = beta m + (1 - beta) s^2, then the gain G = 1 / (sqrt(m_hat) + delta) of m'.
 
-        The EM step of tau_m dm = (s^2 - m) dt with beta = 1 - dt / tau_m (``gain_beta``); m_hat is
-        m / (1 - beta^t) for a discrete decay beta (bias correction), else m (:meth:`_gain`).
+        The EM step of tau_m dm = (s^2 - m) dt with beta = 1 - dt / tau_m (``gain_beta``; with per-unit
+        tau_m,i the exact decay of ``circuits.timescales.gain_decay``, in (0, 1)); m_hat is m / (1 - beta^t)
+        for a discrete decay beta (bias correction), else m (:meth:`_gain`).
         """
         # Algorithm 1's order: the gain units advance first (m' = beta m + (1 - beta) s^2, the EM step
         # of tau_m dm = (s^2 - m) dt), then z moves with the updated gain; written as the discrete

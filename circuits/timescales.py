@@ -24,6 +24,17 @@ Models (registry :data:`TIMESCALES`):
                    (rockpool's DYNAP-SE mismatch model, 3 sigma = 30 %); a factor is floored at 0.1.
 ``adiabatic``      tau_e = 0: the error units follow e(x, g(z)) instantaneously.
 
+Gain units with per-unit tau_m (:func:`gain_decay`). A gain unit's one-step decay is beta_i = beta **
+(tau_m / tau_m,i), beta the population's uniform decay (the configured decay of Algorithm 1, or
+1 - dt / tau_m for ``precondition="rms"``): the exact one-step decay exp(-dt / tau_i) of a leaky
+integrator whose time constant is tau_i = (tau_m,i / tau_m) * tau_bar, tau_bar = -dt / ln(beta) the leak
+whose exact decay is beta. It lies in (0, 1) for every draw and any dt, so m stays >= 0 (issue 14: the
+Euler step 1 - dt / tau_m,i was negative for a unit with tau_m,i < dt, which in the ``analog`` preset is
+a 2.5-sigma mismatch draw when tau_m = dt / (1 - 0.25): one seed in five at d = 40, and sqrt(m) NaN).
+The gain population keeps its mismatch in ``analog``: in an analog circuit a gain unit is a leaky
+integrator like the value and error units, and the mismatch model (rockpool's p' = p (1 + sigma xi),
+frozen per unit) applies to any per-unit parameter; ``populations`` can leave it out.
+
 Any model may also set absolute medians ``tau_z`` / ``tau_e`` (seconds), which then override the
 circuit config's values (a preset such as ``cortical`` uses this).
 """
@@ -36,7 +47,7 @@ from typing import Any, ClassVar, Mapping
 import torch
 
 __all__ = ["TimescaleModel", "Uniform", "Heterogeneous", "Mismatch", "Adiabatic", "Timescales", "TIMESCALES",
-           "make_timescales", "derive_seed"]
+           "make_timescales", "derive_seed", "gain_decay"]
 
 POPULATIONS = ("value", "error", "gain")
 
@@ -70,6 +81,31 @@ class Timescales:
         def conv(t):
             return t.to(device=device, dtype=dtype) if isinstance(t, torch.Tensor) else t
         return Timescales(conv(self.tau_z), conv(self.tau_e), conv(self.tau_m))
+
+
+def gain_decay(decay: float, tau_m: float | torch.Tensor, tau_nominal: float) -> float | torch.Tensor:
+    """The gain units' decay per step: ``decay`` for uniform tau_m, else beta_i = decay ** (tau_nominal / tau_m,i).
+
+    ``decay`` in (0, 1] is the uniform population's one-step decay (Algorithm 1's beta, or the Euler step
+    1 - dt / tau_m of ``precondition="rms"``) and ``tau_nominal`` its time constant (``CircuitConfig.gain_tau``).
+    A unit whose time constant is f_i = tau_m,i / tau_nominal times the nominal one decays as a leaky integrator
+    tau_i dm = (s^2 - m) dt integrated exactly over a step with s held (the exponential integrator, as
+    Brian2's "exact" method for linear equations and this package's flicker OU bank): beta_i = exp(-dt / tau_i)
+    with tau_i = f_i tau_bar, where tau_bar = -dt / ln(decay) is the leak whose exact one-step decay is
+    ``decay``. So beta_i = decay ** (1 / f_i): in (0, 1) for every f_i > 0 and any dt (m' = beta_i m +
+    (1 - beta_i) s^2 is a convex combination, m stays >= 0), equal to ``decay`` at f_i = 1 (a unit without
+    mismatch is the uniform unit bit for bit), and 1 - dt / tau_m,i + O((dt / tau_m,i)^2) when dt << tau_m,i.
+
+    The other reading, Euler's beta_i = 1 - dt / tau_m,i, is negative for tau_m,i < dt (issue 14), and
+    clamping it at 0 (tau_m,i >= dt) would make a tail of units memoryless (G = 1 / |s|) at a rate set by
+    tau_m / dt; with tau_m = dt / (1 - beta) that rate does not depend on dt, so no dt could help either way.
+    """
+    if not isinstance(tau_m, torch.Tensor):
+        return decay
+    if not 0 < decay <= 1:
+        raise ValueError(f"gain units: the uniform decay per step must be in (0, 1], got {decay!r} "
+                         f"(for precondition='rms' this needs dt < precondition_tau)")
+    return torch.pow(decay, tau_nominal / tau_m)
 
 
 class TimescaleModel:
@@ -188,7 +224,10 @@ class Heterogeneous(TimescaleModel):
 
 
 class Mismatch(TimescaleModel):
-    """Frozen device mismatch: tau_i = tau * max(1 + sigma xi_i, 0.1) (rockpool, sigma ~ 0.1)."""
+    """Frozen device mismatch: tau_i = tau * max(1 + sigma xi_i, 0.1) (rockpool, sigma ~ 0.1).
+
+    Gain units included by default; their per-step decay is :func:`gain_decay`'s, in (0, 1) for any draw.
+    """
 
     name = "mismatch"
     defaults = {"sigma": 0.1, "tau_z": None, "tau_e": None, "populations": ["value", "error", "gain"]}

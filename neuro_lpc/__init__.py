@@ -3,13 +3,13 @@ from .errors import CheckpointError, DivergenceError, TrainingInterrupted
 from .likelihoods import (LIKELIHOODS, BernoulliLikelihood, DiscretizedGaussianLikelihood, GaussianLikelihood,
                           Likelihood, make_likelihood)
 from .model import GenerativeModel
-from .models import ConvDecoder, ConvEncoder, MLPEncoder, build_decoder_encoder
+from .models import ARCHITECTURES, ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder, MLPImageEncoder, build_decoder_encoder
 from .langevin import LangevinSampler, SampleResult
 from .config import TrainConfig
 
 __all__ = [
     "GenerativeModel", "GaussianLikelihood", "DiscretizedGaussianLikelihood", "BernoulliLikelihood", "Likelihood",
-    "LIKELIHOODS", "make_likelihood", "LangevinSampler", "SampleResult", "ConvDecoder", "ConvEncoder", "MLPEncoder",
+    "LIKELIHOODS", "make_likelihood", "LangevinSampler", "SampleResult", "ConvDecoder", "ConvEncoder", "MLPEncoder", "MLPDecoder", "MLPImageEncoder", "ARCHITECTURES",
     "build_decoder_encoder", "TrainConfig", "DivergenceError", "CheckpointError", "TrainingInterrupted",
 ]
 

@@ -23,6 +23,8 @@ class TrainConfig:
     batch_size: int = 64                     # Table 3
     lr: float = 1e-3                         # Table 3 (Adam), decoder and encoder
     latent_dim: int = 40                     # Table 2
+    architecture: str = "conv"               # decoder/encoder (neuro_lpc.models.ARCHITECTURES): conv = Table 2 (the paper);
+                                             # mlp = 40 -> 512 -> 512 -> image (the main job's CPU default on 28x28)
     likelihood: str = "discretized_gaussian"  # Table 3
     likelihood_sigma: float = 0.1            # initial sigma of the output likelihood (learned)
     learn_sigma: bool = True
@@ -65,6 +67,8 @@ class TrainConfig:
         check_text("data_root", self.data_root, allow_none=True)
         check_bool("download", self.download)
         check_objective(self.warm_start)
+        from .models import ARCHITECTURES
+        check_choice("architecture", self.architecture, tuple(ARCHITECTURES))
         if not isinstance(self.likelihood, str) or self.likelihood not in LIKELIHOODS:
             raise ValueError(f"unknown likelihood {self.likelihood!r}; choose one of {sorted(LIKELIHOODS)}")
         check_choice("noise_form", self.noise_form, ("correct", "literal"))

@@ -100,6 +100,71 @@ class MLPEncoder(nn.Module):
         return mean, F.softplus(raw, beta=0.3) + self.min_var
 
 
-def build_decoder_encoder(image_size: int, channels: int, latent_dim: int = 40) -> tuple[ConvDecoder, ConvEncoder]:
-    """The paper's pair for an image size in (28, 32, 64) and any channel count."""
+class MLPDecoder(nn.Module):
+    """g_theta: z (B, d) -> mean of x (B, C, H, W) through fully connected layers d -> h -> ... -> h -> C H W.
+
+    Not the paper's network: the CPU-sized default of the main job on 28x28 data (docs/study.md,
+    "the default decoder"): at batch 64 and T = 10 a training step costs ~1/4.5 of the Table-2 conv
+    decoder's on one CPU thread and reaches a better FID in the same wall time (bench/RESULTS.md).
+    SiLU activations, as Table 2."""
+
+    def __init__(self, image_size: int = 28, channels: int = 1, latent_dim: int = 40, hidden: tuple = (512, 512)):
+        super().__init__()
+        _check_channels(channels)
+        if not (isinstance(image_size, int) and image_size >= 1):
+            raise ValueError(f"image_size must be a positive integer, got {image_size!r}")
+        self.image_size, self.channels, self.latent_dim, self.hidden = image_size, channels, latent_dim, tuple(hidden)
+        widths = (latent_dim, *self.hidden)
+        layers: list[nn.Module] = []
+        for a, b in zip(widths[:-1], widths[1:]):
+            layers += [nn.Linear(a, b), nn.SiLU()]
+        layers += [nn.Linear(widths[-1], channels * image_size * image_size), nn.Unflatten(1, (channels, image_size, image_size))]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z)
+
+
+class MLPImageEncoder(nn.Module):
+    """q(z | x; phi) = N(mean(x), diag(var(x))) for images through fully connected layers C H W -> h -> ... -> 2d;
+    the variance head as ``ConvEncoder``'s (Softplus(beta=0.3) + ``min_var``).  Returns (mean, var)."""
+
+    def __init__(self, image_size: int = 28, channels: int = 1, latent_dim: int = 40, hidden: tuple = (512, 512),
+                 min_var: float = 1e-5):
+        super().__init__()
+        _check_channels(channels)
+        self.image_size, self.channels, self.latent_dim, self.min_var = image_size, channels, latent_dim, min_var
+        widths = (channels * image_size * image_size, *tuple(hidden))
+        layers: list[nn.Module] = [nn.Flatten()]
+        for a, b in zip(widths[:-1], widths[1:]):
+            layers += [nn.Linear(a, b), nn.SiLU()]
+        self.net = nn.Sequential(*layers)
+        self.head = nn.Linear(widths[-1], 2 * latent_dim)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        expected = (self.channels, self.image_size, self.image_size)
+        if x.dim() != 4 or tuple(x.shape[1:]) != expected:
+            raise ValueError(f"encoder expects images of shape (B, {', '.join(map(str, expected))}), got {tuple(x.shape)}")
+        mean, raw = self.head(self.net(x)).chunk(2, dim=1)
+        return mean, F.softplus(raw, beta=0.3) + self.min_var
+
+
+def _conv_pair(image_size: int, channels: int, latent_dim: int):
     return ConvDecoder(image_size, channels, latent_dim), ConvEncoder(image_size, channels, latent_dim)
+
+
+def _mlp_pair(image_size: int, channels: int, latent_dim: int):
+    return MLPDecoder(image_size, channels, latent_dim), MLPImageEncoder(image_size, channels, latent_dim)
+
+
+# name -> (image_size, channels, latent_dim) -> (decoder, encoder).  "conv": the paper's Table 2 (the reference, and the
+# default for 32x32 / 64x64 data and on a GPU); "mlp": 40 -> 512 -> 512 -> C H W, the main job's CPU default on 28x28.
+ARCHITECTURES = {"conv": _conv_pair, "mlp": _mlp_pair}
+
+
+def build_decoder_encoder(image_size: int, channels: int, latent_dim: int = 40, architecture: str = "conv"):
+    """The decoder/encoder pair named ``architecture`` (``ARCHITECTURES``); "conv" is the paper's Table-2 pair for an
+    image size in (28, 32, 64) and any channel count."""
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {architecture!r}; choose one of {', '.join(ARCHITECTURES)}")
+    return ARCHITECTURES[architecture](image_size, channels, latent_dim)

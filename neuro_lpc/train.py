@@ -51,7 +51,8 @@ def build_model(config: TrainConfig, image_size: int, channels: int) -> tuple[Ge
     restored afterwards), so that a run is reproducible from its config alone."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(config.seed))
-        decoder, encoder = build_decoder_encoder(image_size, channels, config.latent_dim)
+        decoder, encoder = build_decoder_encoder(image_size, channels, config.latent_dim,
+                                                  getattr(config, "architecture", "conv"))
         kw = {"sigma": config.likelihood_sigma, "learn_sigma": config.learn_sigma} if config.likelihood != "bernoulli" else {}
         model = GenerativeModel(decoder, make_likelihood(config.likelihood, **kw), prior_std=config.prior_std)
     return model, encoder
