@@ -195,7 +195,9 @@ def check_dt_static(config: CircuitConfig, prior_std: float = 1.0) -> None:
 
     ``circuits.integrate.stable_dt_bound`` on the built circuit is the full check; the bounds that depend only
     on the configuration are: value units dt < 2 tau_z s_p^2, error units (form "error", tau_e > 0)
-    dt < 2 tau_e, gain units dt < 2 tau_m. With heterogeneous time constants tau_z / tau_e are medians and
+    dt < 2 tau_e, gain units dt < tau_m (positivity, not stability: m' = (1 - dt/tau_m) m + (dt/tau_m) s^2 must
+    stay >= 0 for sqrt(m); always true for a decay beta, tau_m = dt / (1 - beta); per-unit tau_m,i need nothing
+    more, ``circuits.timescales.gain_decay``). With heterogeneous time constants tau_z / tau_e are medians and
     the smallest unit is faster, so these are necessary conditions: a dt they refuse is unstable for every
     draw, and the circuit's own check still runs on the actual units.
     """
@@ -204,7 +206,7 @@ def check_dt_static(config: CircuitConfig, prior_std: float = 1.0) -> None:
     if config.tau_e and config.error_form == "error":
         bounds.append((2 * float(config.tau_e), f"the error units (tau_e = {config.tau_e:g} s)"))
     if config.preconditioned:
-        bounds.append((2 * config.gain_tau(), f"the gain units (tau_m = {config.gain_tau():g} s)"))
+        bounds.append((config.gain_tau(), f"the gain units (tau_m = {config.gain_tau():g} s; m must stay >= 0)"))
     bound, what = min(bounds, key=lambda b: b[0])
     if not dt < bound:
         raise ValueError(f"dt={dt:g} s is unstable for Euler-Maruyama: {what} needs dt < {bound:.4g} s "

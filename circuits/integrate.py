@@ -106,9 +106,12 @@ def stable_dt_bound(circuit) -> tuple[float, str]:
     """(largest stable dt, what limits it) for Euler-Maruyama on this circuit's noise-free drift.
 
     Always: value units dt < 2 tau_z s_p^2 (their prior leak), error units dt < 2 tau_e / leak, gain
-    units dt < 2 tau_m. For an ``nn.Linear`` decoder with a Gaussian likelihood (no preconditioning),
-    also the eigenvalues of the whole linear drift (cheap: 2x2 blocks from the SVD of W when the
-    time constants are uniform; a dense eigen-decomposition up to d + n = 2048 otherwise).
+    units dt < tau_m (the nominal ``config.gain_tau()``: m' = (1 - dt/tau_m) m + (dt/tau_m) s^2 must stay
+    >= 0 for sqrt(m), not only bounded; a per-unit tau_m,i decays as that decay ** (tau_m / tau_m,i),
+    in (0, 1) whenever it is, ``circuits.timescales.gain_decay``; always true for a decay beta). For an
+    ``nn.Linear`` decoder with a Gaussian likelihood (no preconditioning), also the eigenvalues of the whole
+    linear drift (cheap: 2x2 blocks from the SVD of W when the time constants are uniform; a dense
+    eigen-decomposition up to d + n = 2048 otherwise).
     """
     ts = circuit.timescales
     cfg = circuit.config
@@ -120,7 +123,8 @@ def stable_dt_bound(circuit) -> tuple[float, str]:
         bounds.append((2 * small(ts.tau_e) / leak, f"the error units (smallest tau_e = {small(ts.tau_e):.4g} s"
                        + (f", leak sigma_x^2 = {leak:.4g})" if cfg.error_form == "bogacz" else ")")))
     if circuit.preconditioned:
-        bounds.append((2 * small(ts.tau_m), f"the gain units (smallest tau_m = {small(ts.tau_m):.4g} s)"))
+        tm = cfg.gain_tau()
+        bounds.append((tm, f"the gain units (tau_m = {tm:.4g} s; m must stay >= 0)"))
     if circuit.linear_decoder and circuit.gaussian and not circuit.preconditioned:
         lin = _linear_gaussian_bound(circuit)
         if lin is not None:

@@ -149,10 +149,13 @@ class RunRecords:
                     p.copy_(s)
 
     def describe_bad_units(self) -> tuple[str, int | None, str | None]:
-        """(text, chain, unit) naming the first non-finite unit of the current state."""
+        """(text, chain, unit) naming the first non-finite unit of the current state and its time constant
+        in steps (tau / dt: the number a smaller dt or a larger time constant would raise)."""
         parts = []
         first = None
-        for label, t in (("value unit z", self.z), ("error unit eps", self.eps), ("gain unit m", self.m)):
+        ts = self.c.timescales
+        for label, t, tau in (("value unit z", self.z, ts.tau_z), ("error unit eps", self.eps, ts.tau_e),
+                              ("gain unit m", self.m, ts.tau_m)):
             if t is None:
                 continue
             bad = (~torch.isfinite(t)).nonzero()
@@ -162,7 +165,9 @@ class RunRecords:
             idx = ", ".join(str(int(i)) for i in bad[0, 1:])
             name = f"{label.split()[-1]}[{idx}]"
             if first is None:
-                first = (f"{label}[{idx}] of chain {chain}", chain, name)
+                tau_i = float(tau[tuple(int(i) for i in bad[0, 1:])]) if isinstance(tau, torch.Tensor) else float(tau)
+                when = f", tau = {tau_i:.3g} s = {tau_i / self.dt:.3g} dt" if tau_i > 0 else ""
+                first = (f"{label}[{idx}] of chain {chain}{when}", chain, name)
             parts.append(f"{len(bad)} {label.rsplit(' ', 1)[0]}s")
         if first is None:
             return "no non-finite unit found", None, None

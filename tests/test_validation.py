@@ -116,11 +116,12 @@ def test_circuit_precondition_valid_choices(pc):
 
 
 def test_static_dt_bounds_equal_the_built_circuits_bound():
-    """check_dt_static's bounds (2 tau_z s_p^2, 2 tau_e, 2 tau_m) are stable_dt_bound's for a non-linear decoder."""
+    """check_dt_static's bounds (2 tau_z s_p^2, 2 tau_e, tau_m) are stable_dt_bound's for a non-linear decoder; the gain
+    units' is tau_m, not 2 tau_m: m' = (1 - dt/tau_m) m + (dt/tau_m) s^2 must stay >= 0 (sqrt(m)), not just bounded."""
     model = GenerativeModel(nn.Sequential(nn.Linear(3, 5), nn.Tanh()), GaussianLikelihood(0.3), prior_std=1.5)
     for kw, expect in (({"tau_z": 1e-2, "tau_e": 0.0}, 2 * 1e-2 * 1.5**2),
                        ({"tau_z": 1e-2, "tau_e": 2e-3}, 2 * 2e-3),
-                       ({"tau_z": 1e-2, "tau_e": 0.0, "precondition": True, "precondition_tau": 1e-3}, 2e-3)):
+                       ({"tau_z": 1e-2, "tau_e": 0.0, "precondition": True, "precondition_tau": 1e-3}, 1e-3)):
         cfg = CircuitConfig(dt=1e-6, **kw)
         bound, _ = stable_dt_bound(Circuit(model, cfg))
         assert bound == pytest.approx(expect, rel=1e-12)
