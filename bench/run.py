@@ -14,6 +14,8 @@ Benchmarks (each a function below; the measuring code is the bench_*.py scripts'
   memory       peak memory against duration (a streamed circuit run of N and 10 N steps, fresh process each) and
                against chain length (a training chain of T and 10 T steps: constant, one backward per step)
   inception    FID Inception-v3 feature throughput (images/s), the fast CPU path and the fp32 reference
+  circuit_training  a circuit optimiser step under ``ideal`` and ``analog`` (hardware-aware) against discrete LPC's,
+               the main job's setting (batch 64, T = 10), MLP and conv decoders (bench_circuit_training.py; CPU)
   gpu          with CUDA only: the fast paths against eager (bench_gpu.py rows; the issue-10 goals)
 
 Every figure is the median of ``--repeats`` interleaved repeats (all variants of a benchmark run once per repeat,
@@ -254,8 +256,26 @@ def bench_gpu(dev, a):
     return out
 
 
+def bench_circuit_training(dev, a):
+    if dev.type != "cpu":
+        row("circuit_training", "analog / LPC", float("nan"), "", "skipped: a CPU benchmark (the main job's rows)")
+        return {"skipped": "CPU only"}
+    import bench_circuit_training as bct
+
+    out = {}
+    for arch in (("mlp",) if a.quick else ("mlp", "conv")):
+        res = bct.measure(arch, a.repeats, 1 if a.quick else 2, sources=False)
+        out[arch] = res
+        for k in ("ideal", "analog"):
+            row("circuit_training", f"{k} circuit / LPC optimiser step ({arch})", res[k]["ratio"], "x",
+                f"{res[k]['ms']:,.0f} vs {res['lpc']['ms']:,.0f} ms; batch 64, T = 10" +
+                ("; goal <= 1.5 (issue 14)" if k == "analog" else ""))
+    return out
+
+
 BENCHMARKS = {"langevin": bench_langevin, "lpc_vs_vae": bench_lpc_vs_vae, "circuit": bench_circuit,
-              "memory": bench_memory, "inception": bench_inception, "gpu": bench_gpu}
+              "memory": bench_memory, "inception": bench_inception, "gpu": bench_gpu,
+              "circuit_training": bench_circuit_training}
 
 
 def _fmt(v):

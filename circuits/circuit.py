@@ -79,10 +79,13 @@ class Circuit:
     programming draw from ``config.seed``) whose clock starts at the drift source's ``t_start``.
     ``noise_state``: a dict an owner keeps across circuits so that dynamic noise states (the 1/f bank)
     continue from one run to the next instead of restarting in their stationary law.
+    ``frozen_cache``: a dict an owner keeps across circuits of the same seed so that the frozen draws of the sources
+    (``CircuitContext.frozen_randn``: feedback mismatch, unit mismatch) are drawn once, not per circuit (the same
+    values either way).
     """
 
     def __init__(self, model: GenerativeModel, config: CircuitConfig | None = None, *, array: AnalogArray | None = None,
-                 noise_state: dict | None = None, **overrides):
+                 noise_state: dict | None = None, frozen_cache: dict | None = None, **overrides):
         if not isinstance(model, GenerativeModel):
             raise TypeError(f"model must be a neuro_lpc.GenerativeModel, got {type(model).__name__}")
         config = dataclasses.replace(config or CircuitConfig(), **overrides) if overrides else (config or CircuitConfig())
@@ -115,7 +118,7 @@ class Circuit:
             latent_dim=model.latent_dim, obs_shape=tuple(model.output_shape), device=self.device, dtype=self.dtype,
             dt=float(config.dt), timescales=self.timescales, temperature=self.temperature, prior_std=self.prior_std,
             error_scale=self.error_scale, weights={n: w.detach() for n, w in model.decoder.named_parameters()},
-            frozen_gen=frozen_gen, noise_state=noise_state)
+            frozen_gen=frozen_gen, noise_state=noise_state, frozen_cache=frozen_cache)
         self.sources = self.noise.bind(self.context)
         self.array = array
         if array is None and any(b.weight_device for b in self.sources):
@@ -163,7 +166,7 @@ class Circuit:
                  record_every: int = 10, generator: torch.Generator | None = None, encoder: nn.Module | None = None,
                  accumulate_grad: bool = False, grad_scale: float | None = None, online_lr: float | None = None,
                  record_path: str | os.PathLike | None = None, keep_records: bool = True,
-                 record_eps: bool = False, fast: str | None = None) -> Trajectory:
+                 record_eps: bool = False, fast: str | None = None, records: str = "model") -> Trajectory:
         """Integrate the circuit for ``steps`` Euler-Maruyama steps of ``config.dt`` from z0.
 
         Args:
@@ -191,17 +194,22 @@ class Circuit:
             fast: None (eager) or "graphs": a sampling run as CUDA graphs of the ``record_every`` steps between
                 records (``circuits.fast``; eager off CUDA and for what a graph cannot hold, named in
                 ``traj.attrs["fast"]``). Not with learning, streaming, an encoder start or eps records.
+            records: what the recorded log p(x, z) and error norm are measured under: "model" (default: the
+                decoder's own parameters, the noise-free model) or "device" (the weights the circuit reads: its
+                array's reads with programming error and drift at the record's time, the static weight hooks such
+                as weight quantisation; no per-read noise) -- the loss of what a hardware-aware trainer learns on.
 
         Returns a ``neuro_lpc.record.Trajectory``: t (R,) s, z (R, B, d), log_joint (R, B) of the true
-        model, extras "error_norm" (R, B) (||eps||, or ||e(x, g(z))|| when adiabatic), "gain" (R, B, d)
-        when preconditioned, and the noise states sources were asked to record.
+        model (of the weights read with ``records="device"``), extras "error_norm" (R, B) (||eps||, or
+        ||e(x, g(z))|| when adiabatic), "gain" (R, B, d) when preconditioned, and the noise states sources were asked to record.
         Raises ``neuro_lpc.DivergenceError`` naming the step and unit on NaN/inf.
         """
         if fast is not None:
             if fast != "graphs":
                 raise ValueError(f"fast must be None or 'graphs', got {fast!r}")
             given = [n for n, v in (("encoder", encoder), ("accumulate_grad", accumulate_grad), ("online_lr", online_lr),
-                                    ("record_path", record_path or self.config.record_path), ("record_eps", record_eps))
+                                    ("record_path", record_path or self.config.record_path), ("record_eps", record_eps),
+                                    ("records='device'", records != "model"))
                      if v]
             if given:
                 raise ValueError(f"fast='graphs' runs sampling only: drop {', '.join(given)} (or use fast=None)")
@@ -210,7 +218,7 @@ class Circuit:
         return run_em(self, x, z0=z0, steps=steps, record_every=record_every, generator=generator, encoder=encoder,
                       accumulate_grad=accumulate_grad, grad_scale=grad_scale, online_lr=online_lr,
                       record_path=record_path if record_path is not None else self.config.record_path,
-                      keep_records=keep_records, record_eps=record_eps)
+                      keep_records=keep_records, record_eps=record_eps, records=records)
 
     def simulate_ode(self, x: torch.Tensor, z0: torch.Tensor | str | None = None, t_end: float = 0.1,
                      n_points: int = 101, t: torch.Tensor | None = None, method: str = "dopri5",

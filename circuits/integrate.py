@@ -208,7 +208,7 @@ class _Records:
 
 def run_em(circuit, x, z0=None, steps: int = 1000, record_every: int = 10, generator=None, encoder=None,
            accumulate_grad: bool = False, grad_scale: float | None = None, online_lr: float | None = None,
-           record_path=None, keep_records: bool = True, record_eps: bool = False) -> Trajectory:
+           record_path=None, keep_records: bool = True, record_eps: bool = False, records: str = "model") -> Trajectory:
     """Euler-Maruyama run of ``circuit`` (see ``Circuit.simulate`` for the arguments)."""
 
     cfg = circuit.config
@@ -221,16 +221,19 @@ def run_em(circuit, x, z0=None, steps: int = 1000, record_every: int = 10, gener
         raise ValueError(f"online_lr must be a non-negative number, got {online_lr!r}")
     if record_path is not None and not isinstance(record_path, (str, os.PathLike)):
         raise ValueError(f"record_path must be a path, got {record_path!r}")
+    if records not in ("model", "device"):
+        raise ValueError(f"records must be 'model' or 'device', got {records!r}")
     gen = _make_generator(circuit, generator)
     x, z0 = circuit.initial_state(x, z0, gen, encoder)
-    run = CircuitRun(circuit, x, z0, gen, accumulate_grad=accumulate_grad, online_lr=online_lr)
+    run = CircuitRun(circuit, x, z0, gen, accumulate_grad=accumulate_grad, online_lr=online_lr, records=records)
     R = steps // record_every
     streaming = record_path is not None
     block = min(R, cfg.record_buffer) if streaming else R
     recs = _Records(run, block, record_eps)
     dt = float(cfg.dt)
     attrs = circuit.attrs(steps=steps, record_every=record_every, kernel=run.kernel, batch=run.B,
-                          accumulate_grad=bool(accumulate_grad), online_lr=online_lr)
+                          accumulate_grad=bool(accumulate_grad), online_lr=online_lr,
+                          **({"records": records} if records != "model" else {}))
     recorder = HDF5Recorder(record_path, attrs) if streaming else None
     snap = run.snapshot()
     filled = 0

@@ -12,9 +12,12 @@ checkpoints, exact resume, metrics) with the inner Langevin chain of ``LPCTraine
    continuous analogue of the paper's eq. 8; with finite tau_e the "hebbian" rule uses the error
    units' eps, see ``CircuitConfig.learning_rule``);
 3. the encoder's warm-start objective (``neuro_lpc.objectives.warm_start_loss``): reverse KL needs no
-   trajectory; forward KL / Jeffreys use the running sums of z and z^2 over the presentation,
-   computed from the recorded states z(t_k), k = record_every, 2 record_every, ... (every state with
-   the default ``record_every=1``, as the discrete trainer's t = 1..T);
+   trajectory (it goes through the decoder as the presentation read it, ``presented_model``); forward
+   KL / Jeffreys use the running sums of z and z^2 over the presentation, computed from the recorded
+   states z(t_k), k = record_every, 2 record_every, ... (every state with the default
+   ``record_every=1``, as the discrete trainer's t = 1..T); the loss metric is -log p(x, z) of the
+   recorded states under the weights the circuit read (``records="device"``: drift, programming error), the
+   weights it learns on;
 4. one Adam step on decoder, likelihood and encoder (the discrete trainer's optimiser and learning
    rate, so that a comparison isolates the inference dynamics).
 
@@ -55,10 +58,12 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.func import functional_call
 
 from neuro_lpc.config import TrainConfig
 from neuro_lpc.errors import CheckpointError, DivergenceError
 from neuro_lpc.langevin import SampleResult
+from neuro_lpc.model import GenerativeModel
 from neuro_lpc.objectives import reparameterise, warm_start_loss
 from neuro_lpc.train import Trainer, read_checkpoint, restore_networks
 from neuro_lpc.validation import LIMITS, check_int, check_number
@@ -259,6 +264,7 @@ class CircuitTrainer(Trainer):
         self.array: AnalogArray | None = None
         self.pulse_gen = torch.Generator().manual_seed(derive_seed(config.seed, 300))
         self.noise_state: dict = {}   # dynamic noise states (the 1/f bank) carried from one presentation to the next
+        self.frozen_cache: dict = {}  # the sources' frozen draws (the same every batch: the same device), drawn once
         if self.mode == "in-memory" and self.weight_sources:
             self.array = AnalogArray.from_noise(dict(self.model.decoder.named_parameters()), self.weight_sources,
                                                 seed=derive_seed(config.seed, 301),
@@ -287,7 +293,8 @@ class CircuitTrainer(Trainer):
 
     def build_circuit(self, array: AnalogArray | None = None) -> Circuit:
         """A circuit on the current weights (see the module docstring on rebuilding)."""
-        return Circuit(self.model, self.circuit_config, array=array, noise_state=self.noise_state)
+        return Circuit(self.model, self.circuit_config, array=array, noise_state=self.noise_state,
+                       frozen_cache=self.frozen_cache)
 
     def _clip_and_step(self) -> None:
         if self.array is None:
@@ -362,10 +369,29 @@ class CircuitTrainer(Trainer):
         online_lr = cfg.online_lr
         accumulate = not (cfg.online and not cfg.online_adam)
         # the presentation builds no graph of its own: the circuit takes its parameter gradients inside
-        # explicit enable_grad blocks, so nothing else (error units driven by a learnable sigma) records history
+        # explicit enable_grad blocks, so nothing else (error units driven by a learnable sigma) records history.
+        # Records (the loss metric) measure log p(x, z) under the weights the circuit read, the ones it learns on: the
+        # digital weights differ from them on an array (drift without compensation scales every layer by ~0.77 at
+        # 1 h, and the digital loss of the device's chain then climbs while the device's falls; issue 14)
         with torch.no_grad():
             return self.circuit.simulate(x, z0, steps=cfg.resolved_steps, record_every=cfg.record_every,
-                                         generator=self.generator, accumulate_grad=accumulate, online_lr=online_lr)
+                                         generator=self.generator, accumulate_grad=accumulate, online_lr=online_lr,
+                                         records="device")
+
+    def presented_model(self):
+        """The model as the last presentation read it: the decoder with the weights the circuit read at its start
+        (``Circuit.effective_weights``: the array's reads with programming error and drift, static weight hooks; no
+        per-read noise), or the model itself when nothing perturbs its weights. The encoder's reverse-KL (ELBO) term
+        is taken through it, so that q(z|x) proposes for the posterior the circuit samples (issue 14: through the
+        digital decoder, uncompensated drift left it proposing for a decoder ~0.77^6 times too strong)."""
+        c = self.circuit
+        h = c.hooks
+        if c.array is None and not (h["weight_static"] or h["weight_dynamic"]):
+            return self.model
+        fwd, _ = c.effective_weights(0.0)
+        m = self.model
+        return GenerativeModel(_ReadDecoder(m.decoder, fwd), m.likelihood, prior_std=m.prior_std,
+                               latent_dim=m.latent_dim)
 
     def train_step(self, x):
         cfg = self.config
@@ -382,7 +408,8 @@ class CircuitTrainer(Trainer):
                 z_sum.add_(z)
                 z_sq.addcmul_(z, z)
             result = SampleResult(z=zr[-1], steps=R, z_sum=z_sum, z_sqsum=z_sq)
-        enc_loss = warm_start_loss(cfg.warm_start, self.model, x, mean, var, result, self.generator)
+        enc_model = self.presented_model() if cfg.warm_start in ("reverse", "jeffreys") else self.model
+        enc_loss = warm_start_loss(cfg.warm_start, enc_model, x, mean, var, result, self.generator)
         if cfg.warm_start != "none":
             torch.autograd.backward(enc_loss, inputs=self.encoder_params)
         self._clip_and_step()
@@ -391,6 +418,18 @@ class CircuitTrainer(Trainer):
         sigma = self.model.likelihood.sigma.detach() if hasattr(self.model.likelihood, "sigma") else torch.tensor(0.0)
         return {"loss": loss, "loss_per_dim": loss / n_dim, "encoder_loss": enc_loss.detach(), "sigma": sigma,
                 "error_norm": traj.extras["error_norm"].mean()}
+
+
+class _ReadDecoder(nn.Module):
+    """A decoder evaluated with given (detached) weights through ``functional_call``: gradients reach z only."""
+
+    def __init__(self, decoder: nn.Module, weights: dict[str, torch.Tensor]):
+        super().__init__()
+        self.inner = decoder
+        self.read = weights
+
+    def forward(self, z):
+        return functional_call(self.inner, self.read, (z,))
 
 
 def load_circuit_trained(path: str | os.PathLike, device="cpu") -> tuple[Any, nn.Module, CircuitTrainConfig, dict]:

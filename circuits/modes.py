@@ -109,3 +109,43 @@ def deployed_model(model: GenerativeModel, array: AnalogArray | None, generator:
         return model
     dec = DeployedDecoder(model.decoder, array, generator)
     return GenerativeModel(dec, copy.deepcopy(model.likelihood), prior_std=model.prior_std, latent_dim=model.latent_dim)
+
+
+class ReadoutDecoder(nn.Module):
+    """z -> the prediction g(z) as the circuit's error units see it: the value units' output path (the value-site
+    transforms in source order: mismatch, DAC quantisation, ...), the decoder with the circuit's weights (on its
+    array: programming, drift at the array's clock, read noise per product; weight quantisation), then the
+    prediction-site transforms (e.g. the ADC's clip and quantisation) -- one forward of ``CircuitRun``'s step, so
+    generative samples go through the same read-out path the circuit trained and samples with (issue 14).
+
+    The circuit's frozen draws (mismatch, programming) are those of ``circuit`` (its config's seed); fresh draws
+    (read noise, stochastic rounding) come from ``generator``.
+    """
+
+    def __init__(self, circuit, generator: torch.Generator | None = None):
+        super().__init__()
+        self.circuit = circuit
+        self.inner = circuit.model.decoder
+        self.generator = generator
+
+    def forward(self, z):
+        from .run import CircuitRun
+
+        c = self.circuit
+        gen = self.generator if self.generator is not None else torch.Generator(device=z.device).manual_seed(0)
+        x = torch.zeros(z.shape[0], *c.context.obs_shape, device=z.device, dtype=z.dtype)
+        with torch.no_grad():
+            return CircuitRun(c, x, z.detach(), gen).readout()
+
+
+def readout_model(model: GenerativeModel, circuit_config, array: AnalogArray | None = None,
+                  generator: torch.Generator | None = None, noise_state: dict | None = None) -> GenerativeModel:
+    """The model whose decoder is the circuit's read-out path (:class:`ReadoutDecoder`): ``sample`` then gives the
+    circuit's generative samples, with the unit and device non-idealities of ``circuit_config``'s noise model."""
+    from .circuit import Circuit
+
+    circuit = Circuit(model, circuit_config, array=array, noise_state=noise_state)
+    if not circuit.sources and array is None:
+        return model                # nothing between z and the decoder: the model itself
+    return GenerativeModel(ReadoutDecoder(circuit, generator), copy.deepcopy(model.likelihood), prior_std=model.prior_std,
+                           latent_dim=model.latent_dim)

@@ -168,3 +168,37 @@ def plot_sweep(rows: list[dict], x_key: str, y_keys: list[str], path, group_key:
         if group_key:
             ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+def plot_learning_curves(curves: dict[str, list[list[dict]]], path, metric_label: str, references: dict | None = None
+                         ) -> Path:
+    """Learning curves (the paper's Fig. 5B): ``curves`` maps a row's label to one list of points per training seed
+    (``{"step", "train_wall_s", "kid", "kid_se"}``); the metric against optimiser steps (left) and against training
+    wall time (right), one colour per row, ± se bars, seeds drawn separately.  ``references``: label -> value, drawn
+    as horizontal lines (the data floor and the untrained ceiling at the curves' n)."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), sharey=True)
+    col = colours(curves)
+    for name, seeds in curves.items():
+        for i, pts in enumerate(seeds):
+            pts = [p for p in pts if p.get("kid") is not None and math.isfinite(p["kid"])]
+            if not pts:
+                continue
+            y = np.array([p["kid"] for p in pts])
+            e = np.array([p.get("kid_se") or 0.0 for p in pts])
+            for ax, key in zip(axes, ("step", "train_wall_s")):
+                x = np.array([p.get(key, np.nan) for p in pts], dtype=float)
+                ax.errorbar(x, y, yerr=e, color=col[name], marker="o", ms=3, lw=1.2, capsize=2, alpha=1.0 if i == 0 else 0.55,
+                            label=name if i == 0 else None)
+    for ax in axes:
+        for j, (name, v) in enumerate((references or {}).items()):
+            if v is not None and math.isfinite(v):
+                ax.axhline(v, color="k", ls=("--", ":")[j % 2], lw=1, label=name)
+        ax.set_xscale("log")
+        lo = min([abs(v) for v in (references or {}).values() if v is not None and math.isfinite(v) and v != 0] or [1.0])
+        ax.set_yscale("symlog", linthresh=max(lo, 1e-6))
+    axes[0].set_xlabel("optimiser steps")
+    axes[1].set_xlabel("training wall time (s, one thread; curve points not counted)")
+    axes[0].set_ylabel(f"{metric_label} (lower is better)")
+    axes[0].legend(fontsize=7)
+    fig.suptitle("Learning curves: each seed's training, metric at log-spaced steps")
+    return _save(fig, path)

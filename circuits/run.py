@@ -54,9 +54,10 @@ class CircuitRun(LinearKernels, RunRecords):
 
     read_hooks = None   # read-noise hooks of the analog array (autograd kernel)
     read_sigma = 0.0    # read-noise sigma_r of an nn.Linear decoder's weight (linear kernel)
+    record_device = False   # records measure log p(x, z) under the weights the circuit reads (records="device")
 
     def __init__(self, circuit: Circuit, x: torch.Tensor, z0: torch.Tensor, gen: torch.Generator,
-                 accumulate_grad: bool = False, online_lr: float | None = None):
+                 accumulate_grad: bool = False, online_lr: float | None = None, records: str = "model"):
         c = self.c = circuit
         cfg = c.config
         self.x, self.gen = x, gen
@@ -65,6 +66,10 @@ class CircuitRun(LinearKernels, RunRecords):
         self.dt = float(cfg.dt)
         model = c.model
         self.lik = model.likelihood
+        # the likelihood's one-pass evaluator for this batch (log P, e and the log-sigma gradient together, bit for
+        # bit its log_prob / error / autograd; neuro_lpc.likelihoods.DiscretizedGaussianEvaluator), where it has one
+        self._likeval = self.lik.bind(x) if hasattr(self.lik, "bind") else None
+        self._lik_memo = None
         self.sp2 = c.prior_std**2
         ts = c.timescales
         T = c.temperature
@@ -89,8 +94,13 @@ class CircuitRun(LinearKernels, RunRecords):
         self.zn = torch.empty_like(z0)
         self.n = torch.empty_like(z0)
         with torch.no_grad():
-            mu0 = model.decoder(z0)
-            self._eps = model.error(x, mu0).detach().clone()
+            if c.adiabatic and (accumulate_grad or online_lr):
+                # learning runs the autograd kernel, whose adiabatic error units are settled afresh in every step
+                # before any use: the initial e(x, g(z0)) would be computed and thrown away
+                self._eps = torch.zeros(x.shape, device=x.device, dtype=x.dtype)
+            else:
+                mu0 = model.decoder(z0)
+                self._eps = model.error(x, mu0).detach().clone()
         self.en = None if c.adiabatic else torch.empty_like(self._eps)
         self.m = None
         # gain units: a decay beta is Algorithm 1 (m = 0, G from the bias-corrected m / (1 - beta^t));
@@ -120,6 +130,10 @@ class CircuitRun(LinearKernels, RunRecords):
             if not self.learn_params:
                 raise ValueError("accumulate_grad / online_lr: the model has no parameters that require grad")
             self.acc = [torch.zeros_like(p) for p in self.learn_params] if self.accumulate else None
+        # the likelihood's parameter gradient from its one-pass evaluator (d sum log P / d log sigma) instead of a
+        # backward through another log_prob
+        self._lik_fused = self._likeval is not None and (not self.learning or not self.lik_params or (
+            len(self.lik_params) == 1 and self.lik_params[0] is getattr(self.lik, "log_sigma", None)))
         # kernel
         self._eps_fn = None
         self._state_names = ("z", "_eps", "m")
@@ -136,12 +150,18 @@ class CircuitRun(LinearKernels, RunRecords):
             self._forward = self._forward_linear if self.kernel == "linear" else self._forward_autograd
             self._feedback = self._feedback_linear if self.kernel == "linear" else self._feedback_autograd
             self.step = self._step_general
-        # records: the log joint at a recorded state from the next step's forward (no forward per
-        # record) when that forward is the true model's (no value transform, no weight perturbation)
-        self.defer_records = (not plain and not self.value_tr and self.weights.forward_exact)
+        # records: log p(x, z) under the model (records="model": the decoder's own parameters) or under the weights
+        # the circuit reads (records="device": the array's reads -- programming error, drift at the record's time --
+        # and the static weight hooks, without per-read noise; what a hardware-aware trainer learns on, issue 14).
+        # The log joint at a recorded state comes from the next step's forward (no forward per record) when that
+        # forward is the recorded model's (no value transform; no weight perturbation, or with "device" no fresh draw)
+        self.record_device = records == "device" and not plain and self.weights.any
+        exact = (not plain and (self.weights.forward_exact if not self.record_device else
+                                not self.weights.dynamic and self.read_hooks is None and not self.read_sigma))
+        self.defer_records = exact and not self.value_tr
         self._request = None
         self._err_cache = None
-        self._lean_record = c.linear_decoder and c.gaussian and not self.learning
+        self._lean_record = c.linear_decoder and c.gaussian and not self.learning and not self.record_device
         if self._lean_record:  # read once, before the loop (sigma does not change without learning)
             self._record_prec = float(torch.exp(-2 * self.lik.log_sigma.detach()))
             self._lj_const()
@@ -176,7 +196,7 @@ class CircuitRun(LinearKernels, RunRecords):
         for tr in self.value_tr:
             z_in = tr(z_in)
         mu = self._forward(z_in)
-        mu_true = mu  # the true model's g(z) when defer_records
+        mu_true = mu  # the recorded model's g(z) when defer_records
         for tr in self.pred_tr:
             mu = tr(mu)
         self._mu_seen = mu
@@ -201,6 +221,7 @@ class CircuitRun(LinearKernels, RunRecords):
             clip(self.z, None if self.c.adiabatic else self.eps)
         if self.learning:
             self._apply_learning()
+        self._lik_memo = None
         self.k += 1
 
     def _advance_value(self, z, zn, s):
@@ -298,6 +319,25 @@ class CircuitRun(LinearKernels, RunRecords):
         dec = self.c.model.decoder
         return dec(z) if params is None else functional_call(dec, params, (z,))
 
+    @torch.no_grad()
+    def readout(self) -> torch.Tensor:
+        """The prediction the error units see at the current z (the first half of :meth:`_step_general`, no state
+        change): this step's weights, the dynamic noise states, the value transforms, the forward, the prediction
+        transforms.  ``circuits.modes.ReadoutDecoder`` samples through it."""
+        if not hasattr(self, "_forward"):            # the plain linear kernels: no source, no array
+            return self.c.model.decoder(self.z)
+        self.weights.step(self.k * self.dt, self.gen)
+        for f in self.pre_steps:
+            f(self.gen)
+        z_in = self.z
+        for tr in self.value_tr:
+            z_in = tr(z_in)
+        mu = self._forward(z_in)
+        self._mu_graph = None
+        for tr in self.pred_tr:
+            mu = tr(mu)
+        return mu
+
     def _forward_autograd(self, z_in):
         self._zleaf = z_in.detach().requires_grad_(True)
         with torch.enable_grad():
@@ -326,23 +366,30 @@ class CircuitRun(LinearKernels, RunRecords):
         exact = self.c.config.learning_rule == "exact" and not self.c.adiabatic
         if exact:
             with torch.no_grad():  # a cotangent: no graph (a learnable sigma would otherwise build one)
-                cot = self.lik.error(self.x, self._mu_seen)
+                cot = self._lik_eval(self._mu_seen)[1] if self._likeval is not None else self.lik.error(self.x, self._mu_seen)
         else:
             cot = eps_fb
+        # the decoder's gradients come from the forward's graph (wrt the weights it read: the parameters, or the
+        # straight-through leaves of circuits.weights); the likelihood's from its evaluator (or a log_prob backward)
+        wrt, tail = self.weights.grad_leaves(self.dec_params), ()
         with torch.enable_grad():
             outputs, cots = [mu_g], [cot]
             if self.lik_params:
-                outputs.append(self.lik.log_prob(self.x, self._mu_seen).sum())
-                cots.append(None)
+                if self._lik_fused:
+                    tail = (self._lik_eval(self._mu_seen, sigma_grad=True)[2],)
+                else:
+                    outputs.append(self.lik.log_prob(self.x, self._mu_seen).sum())
+                    cots.append(None)
+                    wrt = wrt + self.lik_params
             if not separate_fb and not exact:
-                grads = torch.autograd.grad(outputs, [zleaf, *self.learn_params], cots, allow_unused=True)
+                grads = torch.autograd.grad(outputs, [zleaf, *wrt], cots, allow_unused=True)
                 v, pgrads = grads[0], grads[1:]
             else:
                 fb_out = self._decode(self.weights.fb, zleaf) if separate_fb else mu_g
                 (v,) = torch.autograd.grad(fb_out, zleaf, grad_outputs=eps_fb, retain_graph=True)
-                pgrads = torch.autograd.grad(outputs, self.learn_params, cots, allow_unused=True)
+                pgrads = torch.autograd.grad(outputs, wrt, cots, allow_unused=True)
         self._mu_graph = None
-        self._pgrads = pgrads
+        self._pgrads = (*pgrads, *tail)
         return v.clone() if v.data_ptr() == eps_fb.data_ptr() else v
 
     def _apply_learning(self):
@@ -364,7 +411,30 @@ class CircuitRun(LinearKernels, RunRecords):
         grad (and the in-place / ``out=`` updates raise). Parameter gradients come from the learning
         backward in ``_feedback_autograd``, not from here.
         """
-        return (self.x - mu_s) if self.bogacz else self.lik.error(self.x, mu_s)
+        if self.bogacz:
+            return self.x - mu_s
+        if self._likeval is not None:
+            return self._lik_eval(mu_s, sigma_grad=self.learning and bool(self.lik_params) and self._lik_fused)[1]
+        return self.lik.error(self.x, mu_s)
+
+    @torch.no_grad()
+    def _lik_eval(self, mu, error: bool = True, sigma_grad: bool = False):
+        """(log p(x | mu) per element, e(x, mu) or None, d sum log p / d log sigma or None) in one pass of the
+        likelihood's evaluator, remembered for the same ``mu`` (tensor identity; the last two) within a step."""
+        memo = self._lik_memo or []
+        for m in memo:   # the step's prediction and the record's (they differ with prediction transforms)
+            if m[0] is mu and (m[2] is not None or not error) and (m[3] is not None or not sigma_grad):
+                return m[1:]
+        out = self._likeval.evaluate(mu, error=error, sigma_grad=sigma_grad)
+        self._lik_memo = [m for m in memo if m[0] is not mu][-1:] + [(mu, *out)]
+        return out
+
+    def _log_lik(self, mu, error: bool = False):
+        """(log p(x | mu) (B,), e(x, mu) if ``error`` else None) of the true likelihood."""
+        if self._likeval is None:
+            return self.lik.log_prob(self.x, mu), (self.lik.error(self.x, mu) if error else None)
+        lp, err, _ = self._lik_eval(mu, error=error)
+        return lp.reshape(lp.shape[0], -1).sum(1), err
 
     # ------------------------------------------------------------------- drift (ODE)
     def drift(self, z, eps, m):

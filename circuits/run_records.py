@@ -20,7 +20,8 @@ class RunRecords:
     # ---------------------------------------------------------------------- records
     @torch.no_grad()
     def measure(self):
-        """(log p(x, z) (B,), error norm (B,)) of the current state under the true (noise-free) model."""
+        """(log p(x, z) (B,), error norm (B,)) of the current state under the true (noise-free) model (records="device":
+        under the weights the circuit reads, ``record_decode``)."""
         model, z, x = self.c.model, self.z, self.x
         if self._lean_record:
             dec = model.decoder
@@ -31,11 +32,11 @@ class RunRecords:
             lj = rn.square().mul_(-0.5 * prec).add_(zn.square_(), alpha=-0.5 / self.sp2).add_(self._lj_const())
             en = rn.mul_(prec) if self.c.adiabatic else None
         else:
-            mu = model.decoder(z)
-            lj = model.likelihood.log_prob(x, mu) + model.log_prior(z)
+            mu = self.record_decode(z)
+            lp, err = self._log_lik(mu, error=self.c.adiabatic)  # one pass of the likelihood for both
+            lj = lp + model.log_prior(z)
             en = None
             if self.c.adiabatic:
-                err = model.error(x, mu)
                 self._err_cache = (self.k, err)  # error_units() of this state without another forward
                 en = torch.linalg.vector_norm(err.reshape(self.B, -1), dim=1)
         if en is None:
@@ -49,7 +50,16 @@ class RunRecords:
             return self.eps
         if self._err_cache is not None and self._err_cache[0] == self.k:
             return self._err_cache[1]
-        return self.c.model.error(self.x, self.c.model.decoder(self.z))
+        return self.c.model.error(self.x, self.record_decode(self.z))
+
+    @torch.no_grad()
+    def record_decode(self, z: torch.Tensor) -> torch.Tensor:
+        """g(z) as records measure it: the decoder's own parameters, or (``record_device``, records="device") the
+        weights the circuit reads at the current time (``circuits.weights._Weights._base``: the array's reads with
+        programming error and drift, the static weight hooks), without per-read noise."""
+        if not self.record_device:
+            return self.c.model.decoder(z)
+        return self._decode(self.weights._base(self.k * self.dt), z)
 
     # deferred records: the next step's forward fills what a record needs of the true model
     def request_record(self, lj: torch.Tensor, en: torch.Tensor | None, eps: torch.Tensor | None) -> None:
@@ -61,11 +71,13 @@ class RunRecords:
     def _fill_request(self, z, mu, err):
         lj, en, eps = self._request
         self._request = None
-        torch.add(self.lik.log_prob(self.x, mu), self.c.model.log_prior(z), out=lj)
+        need_err = err is None and not (en is None and eps is None)
+        lp, e = self._log_lik(mu, error=need_err)
+        torch.add(lp, self.c.model.log_prior(z), out=lj)
         if en is None and eps is None:
             return
         if err is None:
-            err = self.c.model.error(self.x, mu)
+            err = e
         if en is not None:
             torch.linalg.vector_norm(err.reshape(self.B, -1), dim=1, out=en)
         if eps is not None:

@@ -13,6 +13,7 @@ _FLAGS = {
     "method": (str, "lpc | vae"), "dataset": (str, "animal-mnist (embedded), mnist, fashion-mnist, cifar10, svhn, celeba64"),
     "data_root": (str, "folder holding torchvision data sets"), "epochs": (int, "number of epochs"),
     "batch_size": (int, "batch size (paper: 64)"), "lr": (float, "Adam learning rate (paper: 1e-3)"),
+    "lr_schedule": (str, "constant (paper) | cosine (decays to 0 over the run)"),
     "latent_dim": (int, "latent dimension (paper: 40)"),
     "architecture": (str, "decoder/encoder: conv (the paper's Table 2, default) | mlp (40-512-512-image, CPU-sized)"), "likelihood": (str, "discretized_gaussian | gaussian | bernoulli"),
     "langevin_steps": (int, "Langevin steps T per batch (paper: 300)"), "step_size": (float, "Langevin step size gamma"),

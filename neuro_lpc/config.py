@@ -11,6 +11,9 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 
+LR_SCHEDULES = ("constant", "cosine")
+
+
 @dataclass
 class TrainConfig:
     """Everything a training run depends on.  Defaults are the paper's (Table 3, Appendix A.1) unless noted."""
@@ -22,6 +25,8 @@ class TrainConfig:
     epochs: int = 1
     batch_size: int = 64                     # Table 3
     lr: float = 1e-3                         # Table 3 (Adam), decoder and encoder
+    lr_schedule: str = "constant"            # constant (the paper) | cosine: lr * (1 + cos(pi * progress)) / 2, progress =
+                                             # optimiser steps / the run's total (of the wall budget with max_wall_s)
     latent_dim: int = 40                     # Table 2
     architecture: str = "conv"               # decoder/encoder (neuro_lpc.models.ARCHITECTURES): conv = Table 2 (the paper);
                                              # mlp = 40 -> 512 -> 512 -> image (the main job's CPU default on 28x28)
@@ -72,6 +77,7 @@ class TrainConfig:
         if not isinstance(self.likelihood, str) or self.likelihood not in LIKELIHOODS:
             raise ValueError(f"unknown likelihood {self.likelihood!r}; choose one of {sorted(LIKELIHOODS)}")
         check_choice("noise_form", self.noise_form, ("correct", "literal"))
+        check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         check_int("epochs", self.epochs, hi=LIMITS["epochs"])
         check_int("batch_size", self.batch_size, hi=LIMITS["batch_size"])
         check_int("langevin_steps", self.langevin_steps, hi=LIMITS["steps"])

@@ -180,6 +180,11 @@ class DiscretizedGaussianLikelihood(Likelihood):
             (g,) = torch.autograd.grad(lp.sum(), m)
         return g
 
+    def bind(self, x: torch.Tensor) -> "DiscretizedGaussianEvaluator":
+        """An evaluator of log P, e and d log P / d log sigma at many mu for the fixed data ``x``
+        (:class:`DiscretizedGaussianEvaluator`: one pass, bit for bit ``log_prob`` / ``error`` / autograd)."""
+        return DiscretizedGaussianEvaluator(self, x)
+
     def mean(self, mu):
         return mu.clamp(-1, 1)
 
@@ -187,6 +192,79 @@ class DiscretizedGaussianLikelihood(Likelihood):
         noise = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
         x = (mu + self.sigma * noise).clamp(-1, 1)
         return torch.round((x + 1) * 127.5) / 127.5 - 1
+
+
+class DiscretizedGaussianEvaluator:
+    """log P(x | mu), e(x, mu) and d sum log P / d log sigma of a discretised Gaussian, for fixed data x, in one pass.
+
+    A circuit evaluates the likelihood of one batch x at a new mu every step and needs the error
+    e = d log P / d mu (its error units), often log P itself (records) and, when sigma is learned, the
+    gradient of sum log P in log sigma. Through ``log_prob`` / ``error`` / autograd that is the forward of
+    ``_DiscretizedGaussianLogProb`` up to three times (its two ``log_ndtr`` passes are most of the cost);
+    :meth:`evaluate` runs the forward once and the backward's formulas on the same intermediates, and
+    computes what depends on x only (bin index, edge masks, bin edges x -+ h) once, at construction.
+    Every value is computed by the autograd Function's own operations in the same order (in place where
+    that changes nothing), so the results are bit for bit those of ``log_prob``, ``error`` and
+    ``log_prob(x, mu).sum()`` backpropagated to ``log_sigma`` (tests/test_likelihoods.py). sigma is read
+    at every call (it may be learned between calls).
+    """
+
+    def __init__(self, likelihood: "DiscretizedGaussianLikelihood", x: torch.Tensor):
+        self.lik = likelihood
+        self.x = x
+        self._bins: dict = {}
+
+    def _data(self, dtype):
+        d = self._bins.get(dtype)
+        if d is None:
+            x = self.x.to(dtype)
+            hw = self.lik.half_width
+            k = torch.round((x + 1) / (2 * hw))
+            d = self._bins[dtype] = (x, k <= 0, k >= 255, x - hw, x + hw)
+        return d
+
+    def evaluate(self, mu: torch.Tensor, error: bool = True, sigma_grad: bool = False):
+        """(log P elementwise (mu.shape), e (mu.shape) or None, d sum log P / d log_sigma or None).
+
+        ``sigma_grad`` needs a learned sigma (``log_sigma`` a parameter)."""
+        x, lower_edge, upper_edge, x_lo, x_hi = self._data(mu.dtype)
+        _check_pair(x, mu)
+        lik = self.lik
+        mu = mu.detach()
+        with torch.enable_grad():
+            sigma = lik.sigma.to(mu.dtype) if sigma_grad else lik.sigma.detach().to(mu.dtype)
+        # the forward of _DiscretizedGaussianLogProb
+        inv_s = 1.0 / sigma.detach()
+        a = torch.sub(x_lo, mu).mul_(inv_s).masked_fill_(lower_edge, -math.inf)
+        b = torch.sub(x_hi, mu).mul_(inv_s).masked_fill_(upper_edge, math.inf)
+        flip = a > 0
+        hi = torch.where(flip, -a, b)
+        lo = torch.where(flip, -b, a)
+        log_hi = torch.special.log_ndtr(hi)
+        diff = torch.special.log_ndtr(lo).sub_(log_hi).clamp_(max=0.0)
+        log1mexp = torch.where(diff > -math.log(2.0), torch.expm1(diff).neg_().log_(), torch.exp(diff).neg_().log1p_())
+        logp = log_hi.add_(log1mexp)
+        if not (error or sigma_grad):
+            return logp, None, None
+        # its backward with the incoming gradient 1 (g * t = t exactly)
+        half_log_2pi = 0.5 * LOG_2PI
+        fin_a, fin_b = torch.isfinite(a), torch.isfinite(b)
+        pa = torch.mul(a, -0.5).mul_(a).sub_(half_log_2pi).sub_(logp).exp_()
+        pb = torch.mul(b, -0.5).mul_(b).sub_(half_log_2pi).sub_(logp).exp_()
+        pa = torch.where(fin_a, pa, torch.zeros_like(pa))
+        pb = torch.where(fin_b, pb, torch.zeros_like(pb))
+        err = torch.sub(pa, pb).mul_(inv_s) if error else None
+        g_log_sigma = None
+        if sigma_grad:
+            aa = torch.where(fin_a, a * pa, torch.zeros_like(pa))
+            bb = torch.where(fin_b, b * pb, torch.zeros_like(pb))
+            grad_sigma = aa.sub_(bb).mul_(inv_s).sum_to_size(sigma.shape)
+            (g_log_sigma,) = torch.autograd.grad(sigma, lik.log_sigma, grad_sigma)
+        return logp, err, g_log_sigma
+
+    def log_prob(self, mu: torch.Tensor) -> torch.Tensor:
+        """log P(x | mu) summed per sample (B,), as ``DiscretizedGaussianLikelihood.log_prob``."""
+        return _sum_nonbatch(self.evaluate(mu, error=False)[0])
 
 
 class BernoulliLikelihood(Likelihood):

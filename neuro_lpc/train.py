@@ -154,6 +154,9 @@ class Trainer:
         self.global_step = 0
         self.epoch_batch = 0          # optimiser steps taken in the current epoch (its position in the data order)
         self.stopped_by_wall = False
+        self.step_hooks: list = []    # hook(trainer) -> seconds spent (or None) after every optimiser step: work that
+                                      # is not training (a learning-curve point) and is left out of the wall clock
+        self.train_wall_s = 0.0       # this fit call's training wall time so far, without the hooks' time
         self._tb = None
         self._interrupt = False
         self._last_checkpoint_t = time.perf_counter()
@@ -165,7 +168,27 @@ class Trainer:
     def _clip_and_step(self) -> None:
         if self.config.grad_clip:
             nn.utils.clip_grad_norm_(list(self.model.parameters()) + list(self.encoder.parameters()), self.config.grad_clip)
+        self._set_lr()
         self.optimizer.step()
+
+    def lr_factor(self) -> float:
+        """The learning rate of this step relative to ``config.lr`` (``config.lr_schedule``): 1 for "constant";
+        (1 + cos(pi p)) / 2 for "cosine", p = steps done / the run's total steps, or the training wall time spent /
+        ``max_wall_s`` for a wall-time budget.  A function of the step (and the wall clock) only, so a resumed run
+        continues the same schedule."""
+        if getattr(self.config, "lr_schedule", "constant") != "cosine":
+            return 1.0
+        if self.config.max_wall_s:
+            p = self.train_wall_s / self.config.max_wall_s
+        else:
+            total = getattr(self, "_total_steps", None)
+            p = self.global_step / total if total else 0.0
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, max(0.0, p))))
+
+    def _set_lr(self) -> None:
+        f = self.lr_factor()
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.config.lr * f
 
     # ---------------------------------------------------------- checkpoints
     def rng_generators(self) -> dict[str, torch.Generator]:
@@ -290,7 +313,12 @@ class Trainer:
             raise ValueError("resume needs an output folder")
         history = []
         t0 = self._last_checkpoint_t = time.perf_counter()
+        hooks_s = 0.0                 # time spent in step_hooks: not training
         self.stopped_by_wall = False
+        per_epoch = len(self.make_epoch_loader(train_dataset))
+        if self.config.max_batches_per_epoch is not None:
+            per_epoch = min(per_epoch, self.config.max_batches_per_epoch)
+        self._total_steps = self.config.epochs * per_epoch   # the cosine horizon: the config's epochs (lr_factor)
         budget = self.config.max_wall_s
         with self._sigint_deferred():
             while self.epoch < epochs and not self.stopped_by_wall:
@@ -312,8 +340,11 @@ class Trainer:
                                               step=e.step, chain=e.chain, unit=e.unit) from None
                     self.global_step += 1
                     self.epoch_batch = i + 1
+                    self.train_wall_s = time.perf_counter() - t0 - hooks_s
+                    for hook in self.step_hooks:
+                        hooks_s += float(hook(self) or 0.0)
                     if self.global_step % self.config.log_every == 0 or i == nb - 1:
-                        rec = {"step": self.global_step, "epoch": self.epoch + 1, "wall_s": time.perf_counter() - t0,
+                        rec = {"step": self.global_step, "epoch": self.epoch + 1, "wall_s": self.train_wall_s,
                                **{k: float(v) for k, v in metrics.items()}}
                         if not all(math.isfinite(v) for v in rec.values()):
                             raise DivergenceError(f"non-finite training metric at global step {self.global_step}: {rec}", step=self.global_step)
@@ -324,7 +355,7 @@ class Trainer:
                     if self.stop_requested():
                         bar.close()
                         self._stop_on_interrupt(ckpt)
-                    if budget is not None and time.perf_counter() - t0 >= budget:
+                    if budget is not None and time.perf_counter() - t0 - hooks_s >= budget:
                         self.stopped_by_wall = True      # wall-time budget spent: stop mid-epoch, keep the checkpoint
                         break
                     if i < nb - 1 and self._checkpoint_due():

@@ -190,3 +190,54 @@ def test_pulsed_device_parameters_out_of_range_are_refused(kw, msg):
 def test_an_array_needs_weight_matrices():
     with pytest.raises(ValueError, match=">= 2 dimensions"):
         AnalogArray({"bias": torch.zeros(3)}, read_std=0.01)
+
+
+def _drift_reference(arr, name, t):
+    """The elementwise formula of AnalogArray.drift_factor, as written before its one-write-time fast path."""
+    age = (arr.clock + t - arr.t_write[name]).clamp(min=0)
+    f = torch.exp(-arr.nu[name] * torch.log((age + arr.drift.t0) / arr.drift.t0))
+    return f / f.mean() if arr.drift.compensate else f
+
+
+@pytest.mark.parametrize("compensate", [False, True])
+def test_drift_factor_with_one_write_time_is_the_elementwise_formula_bit_for_bit(compensate):
+    """A programmed tensor has one write time: its age is one number, and so is log((age + t0) / t0) on every
+    path of the elementwise computation; the factor is then nu * (-L) -> exp, the same numbers in 2 passes."""
+    noise = NoiseModel([{"type": "weight_programming"}, {"type": "drift", "t_start": 3600.0, "compensate": compensate},
+                        {"type": "pulsed"}])
+    w = torch.randn(37, 29, generator=_gen(4)) * 0.1                             # not a multiple of a vector width
+    arr = AnalogArray.from_noise({"w": w}, noise.sources, seed=2)
+    for clock, t in ((3600.0, 0.0), (3600.0, 0.003), (86400.0, 1e-3), (1.0, 0.5), (0.0, 0.0)):
+        arr.clock = clock
+        assert arr._uniform_log_age("w", t) is not None
+        assert torch.equal(arr.drift_factor("w", t), _drift_reference(arr, "w", t))
+        assert torch.equal(arr.read("w", t), arr.stored["w"] * _drift_reference(arr, "w", t))
+    arr.program({"w": w}, _gen(5), at=10.0)                                       # a new write time: seen
+    assert torch.equal(arr.drift_factor("w", 0.1), _drift_reference(arr, "w", 0.1))
+    arr.pulse_update({"w": torch.full_like(w, 0.01) * (torch.arange(w.numel()).reshape(w.shape) % 2)}, _gen(6))
+    assert arr._uniform_log_age("w", 0.0) is None                                 # devices written at other times
+    assert torch.equal(arr.drift_factor("w", 0.2), _drift_reference(arr, "w", 0.2))
+
+
+@pytest.mark.parametrize("layer, shape", [
+    (nn.Linear(40, 512), (64, 40)), (nn.Linear(512, 784), (16, 512)), (nn.Linear(6, 3), (4, 6)),
+    (nn.Conv2d(2, 4, 3, stride=2, padding=1), (3, 2, 5, 5)), (nn.Conv1d(3, 5, 3), (2, 3, 11)),
+    (nn.ConvTranspose2d(64, 32, 4, 2, 1), (8, 64, 8, 8)), (nn.ConvTranspose2d(8, 1, 4, 2, 1), (2, 8, 7, 7))])
+def test_read_noise_std_equals_the_full_all_ones_layer_bit_for_bit(layer, shape):
+    """The patch norm comes from a few all-ones output channels where that reproduces the full all-ones layer
+    exactly (checked on first use per signature), so the read noise is what it always was, at a fraction of a
+    forward's cost."""
+    x = torch.randn(shape, generator=_gen(12))
+    ones = torch.ones_like(layer.weight)
+    if isinstance(layer, nn.Linear):
+        full = F.linear(x * x, ones)
+    elif isinstance(layer, nn.ConvTranspose2d):
+        full = F.conv_transpose2d(x * x, ones, None, layer.stride, layer.padding, layer.output_padding)
+    elif isinstance(layer, nn.Conv2d):
+        full = F.conv2d(x * x, ones, None, layer.stride, layer.padding)
+    else:
+        full = F.conv1d(x * x, ones, None, layer.stride, layer.padding)
+    ref = full.clamp(min=0).sqrt() * 0.03
+    for _ in range(3):                                                            # the checking call and later ones
+        std = read_noise_std(layer, x, 0.03)
+        assert std.shape == ref.shape and torch.equal(std, ref)

@@ -91,3 +91,29 @@ def test_bad_likelihood_arguments():
     with pytest.raises(ValueError, match="shape"):
         GaussianLikelihood(1.0).log_prob(torch.zeros(2, 3), torch.zeros(2, 4))
     assert math.isfinite(DiscretizedGaussianLikelihood(1e-3).log_prob(torch.ones(1, 3), torch.full((1, 3), -5.0)).item())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("sigma", [0.1, 0.004, 0.8])
+def test_discretized_gaussian_evaluator_is_log_prob_error_and_sigma_gradient_bit_for_bit(dtype, sigma):
+    """DiscretizedGaussianLikelihood.bind(x).evaluate(mu): one pass, the same numbers as log_prob, error and the
+    autograd gradient of sum log_prob in log sigma (edge bins, far-off and non-finite means included)."""
+    exact = dict(rtol=0, atol=0, equal_nan=True)
+    g = torch.Generator().manual_seed(3)
+    lik = DiscretizedGaussianLikelihood(sigma=sigma).to(dtype)
+    x = (torch.randint(0, 256, (6, 1, 9, 9), generator=g).to(dtype) / 127.5 - 1)
+    x[0, 0, 0, :4], x[0, 0, 1, :4] = -1.0, 1.0                                   # the open edge bins
+    mu = torch.randn(x.shape, generator=g, dtype=dtype) * 0.7
+    mu[1, 0, 0, :5] = torch.tensor([40.0, -40.0, 1e4, -1.0, 1.0], dtype=dtype)   # far off, on the edges
+    mu[2, 0, 0, 0] = float("nan")                                                 # a diverged chain
+    ev = lik.bind(x)
+    lp, err, _ = ev.evaluate(mu, error=True, sigma_grad=True)
+    torch.testing.assert_close(lp, lik.elementwise_log_prob(x, mu).detach(), **exact)
+    torch.testing.assert_close(err, lik.error(x, mu), **exact)
+    torch.testing.assert_close(ev.log_prob(mu), lik.log_prob(x, mu).detach(), **exact)
+    assert ev.evaluate(mu, error=False)[1] is None
+    fin = torch.isfinite(mu).flatten(1).all(1)                                    # (the NaN chain makes the sum NaN)
+    (ref,) = torch.autograd.grad(lik.log_prob(x[fin], mu[fin]).sum(), lik.log_sigma)
+    assert torch.equal(lik.bind(x[fin]).evaluate(mu[fin], sigma_grad=True)[2], ref)
+    lik.log_sigma.data.fill_(math.log(sigma * 1.7))                               # sigma is read at every call
+    torch.testing.assert_close(ev.evaluate(mu)[1], lik.error(x, mu), **exact)

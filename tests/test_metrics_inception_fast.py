@@ -5,6 +5,7 @@ import torchvision.transforms.functional as TF
 
 from neuro_lpc.data import load_dataset
 from neuro_lpc.metrics import FastInception, InceptionFeatures, feature_statistics, frechet_distance
+from neuro_lpc.metrics import inception as inception_module
 
 # Stated tolerance of the fast path (measured ~3e-6, docs/metrics.md): per image, the L2 error of the
 # 2048-d feature vector relative to its norm, and any element's error relative to the batch's largest feature.
@@ -23,14 +24,15 @@ def networks():
     return InceptionFeatures("cpu", precision="fp32"), InceptionFeatures("cpu", precision="fast")
 
 
-def test_auto_precision_is_the_fast_path_on_cpu(networks):
+def test_auto_precision_is_the_fast_path_on_a_cpu_without_native_bf16(networks, monkeypatch):
     ref, fast = networks
+    monkeypatch.setattr(inception_module, "cpu_bf16_capabilities", lambda: ())  # (with native bf16: test_metrics_inception_bf16.py)
     auto = InceptionFeatures("cpu")
     assert (auto.precision, fast.precision, ref.precision) == ("fast", "fast", "fp32")
     assert isinstance(auto.network, FastInception) and not isinstance(ref.network, FastInception)
     assert fast.key == "inception-q1-fast" != ref.key  # real statistics of one are never reused by the other
     with pytest.raises(ValueError, match="precision"):
-        InceptionFeatures("cpu", precision="bf16")
+        InceptionFeatures("cpu", precision="int8")
 
 
 def test_fast_features_equal_the_reference_within_tolerance(networks):

@@ -37,14 +37,14 @@ def _table():
     m = {}
     R.add_row(m, "discrete", label="discrete LPC", kind="lpc", training=_training(), samples=_samples(300.0),
               posterior=_post(0.25))
-    R.add_row(m, "circuit", label="circuit · analog", kind="circuit", training=_training(), samples=_samples(306.0),
-              posterior=_post(0.28, lj=-1100.0))
+    R.add_row(m, "circuit", label="circuit · analog", kind="circuit", training=_training(),
+              samples=_samples(306.0, kid=0.052), posterior=_post(0.28, lj=-1100.0))
     R.add_row(m, "const", label="constant", kind="circuit", training=_training(), samples=_samples(
         250.0, collapsed=True, reason="constant image"))
     R.add_row(m, "boom", label="boom", kind="circuit", errors={"training": "Langevin chain diverged at step 7: ..."})
     R.add_row(m, "nanfid", label="nan FID", kind="vae", training=_training(per_step=1), samples=_samples(float("nan")))
     R.add_row(m, "vae", label="VAE · same steps", kind="vae", training=_training(per_step=1, wall=5.0),
-              samples=_samples(500.0))
+              samples=_samples(500.0, kid=0.09))
     R.add_row(m, "skipped", label="VAE · same wall time", kind="vae", not_run="skipped (--skip)")
     return m
 
@@ -69,15 +69,17 @@ def test_verdict_ranks_only_learned_rows_and_says_why_not():
     v = R.verdict(rep)
     text = " ".join(v)
     ranking = v[0]
-    assert ranking.startswith("Ranked by FID") and "constant" not in ranking and "boom" not in ranking
-    assert "discrete LPC 300 ± 5 ≈ circuit · analog 306 ± 5 < VAE · same steps 500 ± 5" in ranking
-    assert "circuit · analog matches discrete LPC within its error bars on FID" in text
+    # ranked by KID (x 10^3 on Inception features), within-run se for rows with one seed
+    assert ranking.startswith("Ranked by KID×10³") and "constant" not in ranking and "boom" not in ranking
+    assert "discrete LPC 50 ± 5 ≈ circuit · analog 52 ± 5 < VAE · same steps 90 ± 5" in ranking
+    assert "circuit · analog matches discrete LPC within the error bars (KID×10³ 52 ± 5 (within-run (one seed))" in text
     assert "its posterior is 12% wider" in text                   # 0.28 / 0.25
     assert "100.0 ± 2.8 nats lower in log p(x, z)" in text
     assert "The samples of constant collapsed (constant image): not ranked." in text
     assert "boom diverged (training: Langevin chain diverged at step 7" in text and "not ranked" in text
     assert "VAE · same wall time was not run (skipped (--skip))." in text
-    assert "Against VAE · same steps (same optimiser steps: 140 optimiser steps, 5 s): discrete LPC is better than it on FID" in text
+    assert ("Against VAE · same steps (same optimiser steps: 140 optimiser steps, 5 s): discrete LPC is better than "
+            "VAE · same steps by 40 ± 7 in KID×10³") in text
 
 
 def test_a_difference_beyond_the_error_bars_is_called_so():
@@ -85,20 +87,27 @@ def test_a_difference_beyond_the_error_bars_is_called_so():
     R.add_row(m, "discrete", label="discrete LPC", kind="lpc", samples=_samples(300.0, se=5.0))
     R.add_row(m, "circuit", label="circuit · analog", kind="circuit", samples=_samples(330.0, se=5.0, kid=0.08))
     v = " ".join(R.verdict(_report(m)))
-    # 30 apart with a combined se of 7.07: more than 2 se
-    assert "circuit · analog is worse than discrete LPC on FID by 30 ± 7 (330 ± 5 vs 300 ± 5)" in v
-    assert "on KID it is worse by 0.030 ± 0.007" in v
-    assert "discrete LPC 300 ± 5 < circuit · analog 330 ± 5" in v
+    # KID 0.030 apart with a combined se of 0.00707: more than 2 se (shown x 10^3)
+    assert "circuit · analog is worse than discrete LPC by 30 ± 7 in KID×10³ (KID×10³ 80 ± 5" in v
+    assert "discrete LPC 50 ± 5 < circuit · analog 80 ± 5" in v
+    # within 2 combined se it is never "better" or "worse"
+    m2 = {}
+    R.add_row(m2, "discrete", label="discrete LPC", kind="lpc", samples=_samples(300.0, kid=0.050))
+    R.add_row(m2, "circuit", label="circuit · analog", kind="circuit", samples=_samples(330.0, kid=0.064))
+    v2 = " ".join(R.verdict(_report(m2)))
+    assert "circuit · analog matches discrete LPC within the error bars" in v2 and "worse than" not in v2
 
 
 def test_markdown_first_table_status_column_and_uncertainties():
     md = R.render_markdown(_report(_table())).splitlines()
-    assert md[0].startswith("| method | status | FID ↓ | KID ↓ | density ↑ | coverage ↑ | n | optimiser steps | grad evals |")
+    assert md[0].startswith("| method | status | seeds | KID×10³ ↓ (ranking) | FID ↓ (pooled, within-run se) | density ↑ | "
+                            "coverage ↑ | n | curve at the end | optimiser steps | grad evals | train wall s |")
     rows = {ln.split(" | ")[0][2:]: ln for ln in md[2:9]}
-    assert "| learned | 300 ± 5 | 0.050 ± 0.005 | 0.500 ± 0.020 | 0.600 ± 0.020 | 500 | 140 | 2,800 | 60 |" in rows["discrete LPC"]
+    assert ("| learned | – | 50 ± 5 (within-run (one seed)) | 300 ± 5 | 0.500 ± 0.020 | 0.600 ± 0.020 | 500 | – | 140 | "
+            "2,800 | 60 |") in rows["discrete LPC"]
     assert "collapsed (not ranked)" in rows["constant"] and "diverged (not ranked)" in rows["boom"]
     assert "| not run |" in rows["VAE · same wall time"]
-    assert md[9] == "" and md[10].startswith("Ranked by FID")            # the verdict right under the table
+    assert md[9] == "" and md[10].startswith("Ranked by KID")            # the verdict right under the table
     text = "\n".join(md)
     assert "unreliable (3 records per τ)" in text                          # ESS only where reliable
     assert "variance ratio chain / posterior 2.300 ± 0.010" in text          # the default preconditioner's bias

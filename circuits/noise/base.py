@@ -17,6 +17,7 @@ from ..timescales import Timescales
 ACTIVITY_SITES = ("value", "prediction", "error")
 STATE_SITES = ("value", "error")
 UNITS = ("relative", "absolute")
+FROZEN_CACHE_ENTRIES = 64   # draws a CircuitContext.frozen_cache holds at most
 
 
 # =========================================================================== the context ====
@@ -38,6 +39,7 @@ class CircuitContext:
     frozen_gen: torch.Generator
     noise_state: dict | None = None   # persistent dynamic noise states across circuits (an owner's dict)
     gain: torch.Tensor | None = None  # the gain G of the current step (set by the run when preconditioned)
+    frozen_cache: dict | None = None  # frozen draws kept across circuits (an owner's dict; see frozen_randn)
 
     @property
     def adiabatic(self) -> bool:
@@ -47,8 +49,26 @@ class CircuitContext:
         return {"value": self.prior_std, "error": self.error_scale, "prediction": 1.0}[site]
 
     def frozen_randn(self, shape) -> torch.Tensor:
-        """A frozen N(0, 1) draw: CPU float64 (device independent), then cast to the circuit's device/dtype."""
-        return torch.randn(tuple(shape), generator=self.frozen_gen, dtype=torch.float64).to(self.device, self.dtype)
+        """A frozen N(0, 1) draw: CPU float64 (device independent), then cast to the circuit's device/dtype.
+
+        With ``frozen_cache`` (an owner that rebuilds circuits of the same seed, e.g. the circuit trainer every
+        batch) a draw is made once: it is keyed by the generator's state before it (and shape, device, dtype), and
+        a hit returns a copy of it and moves the generator to the state after it -- the same values and the same
+        generator state as drawing again (a float64 draw of the ~0.7 M weights of a feedback copy costs ~15 ms)."""
+        shape = tuple(shape)
+        cache = self.frozen_cache
+        if cache is None:
+            return torch.randn(shape, generator=self.frozen_gen, dtype=torch.float64).to(self.device, self.dtype)
+        key = (bytes(self.frozen_gen.get_state().numpy()), shape, str(self.device), self.dtype)
+        hit = cache.get(key)
+        if hit is not None:
+            self.frozen_gen.set_state(hit[1])
+            return hit[0].clone()
+        out = torch.randn(shape, generator=self.frozen_gen, dtype=torch.float64).to(self.device, self.dtype)
+        if len(cache) >= FROZEN_CACHE_ENTRIES:  # a changed model or seed: start afresh rather than grow
+            cache.clear()
+        cache[key] = (out.clone(), self.frozen_gen.get_state())
+        return out
 
     def unit_shape(self, site: str) -> tuple[int, ...]:
         return (self.latent_dim,) if site == "value" else tuple(self.obs_shape)

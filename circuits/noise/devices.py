@@ -181,26 +181,75 @@ def read_noise_std(module: nn.Module, x: torch.Tensor, sigma: float) -> torch.Te
     """sigma ||x_patch|| per output of a layer that is linear in its input (Linear, Conv*, ConvTranspose*).
 
     ||x_patch||^2 is the same layer applied to x^2 with all-ones weights and no bias (for a Linear layer
-    the squared norm of the input row, for a convolution that of each input patch).
+    the squared norm of the input row, for a convolution that of each input patch). Every output channel
+    sees the same patch norm, so the all-ones layer is run for a few output channels and its first one is
+    broadcast (the result is an expanded view of the output's shape) -- where that reproduces the full
+    all-ones layer bit for bit: checked once per layer and input shape (:func:`_patch_sq`).
     """
+    sq, shape = _patch_sq(module, x.detach() * x.detach())
+    return sq.clamp_(min=0).sqrt_().mul_(sigma).expand(shape)
+
+
+_REDUCED_EXACT: dict = {}   # layer and input signature -> the reduced all-ones layer reproduces the full one exactly
+
+
+def _all_ones_layer(module: nn.Module, x2: torch.Tensor, n_out: int | None) -> torch.Tensor:
+    """The layer on x2 with all-ones weights and no bias, for its first ``n_out`` output channels (None: all)."""
     w = module.weight
-    ones = torch.ones_like(w)
-    x2 = x.detach() * x.detach()
+    transposed = isinstance(module, nn.ConvTranspose2d)
+    if n_out is None:
+        ones = torch.ones_like(w)
+    elif transposed:
+        ones = w.new_ones((w.shape[0], n_out, *w.shape[2:]))
+    else:
+        ones = w.new_ones((n_out, *w.shape[1:]))
     if isinstance(module, nn.Linear):
-        sq = F.linear(x2, ones)
-    elif isinstance(module, nn.ConvTranspose2d):
-        sq = F.conv_transpose2d(x2, ones, None, module.stride, module.padding, module.output_padding, module.groups,
-                                module.dilation)
-    elif isinstance(module, nn.Conv2d):
+        return F.linear(x2, ones)
+    if transposed:
+        return F.conv_transpose2d(x2, ones, None, module.stride, module.padding, module.output_padding, module.groups,
+                                  module.dilation)
+    if isinstance(module, nn.Conv2d):
         if module.padding_mode != "zeros":
             raise ValueError("weight read noise supports zero-padded convolutions only")
-        sq = F.conv2d(x2, ones, None, module.stride, module.padding, module.dilation, module.groups)
-    elif isinstance(module, nn.Conv1d):
-        sq = F.conv1d(x2, ones, None, module.stride, module.padding, module.dilation, module.groups)
-    else:
-        raise ValueError(f"weight read noise: unsupported layer {type(module).__name__} (Linear, Conv1d/2d, "
-                         f"ConvTranspose2d are supported)")
-    return sq.clamp_(min=0).sqrt_().mul_(sigma)
+        return F.conv2d(x2, ones, None, module.stride, module.padding, module.dilation, module.groups)
+    if isinstance(module, nn.Conv1d):
+        return F.conv1d(x2, ones, None, module.stride, module.padding, module.dilation, module.groups)
+    raise ValueError(f"weight read noise: unsupported layer {type(module).__name__} (Linear, Conv1d/2d, "
+                     f"ConvTranspose2d are supported)")
+
+
+def _patch_sq(module: nn.Module, x2: torch.Tensor) -> tuple[torch.Tensor, tuple]:
+    """(||x_patch||^2 per output, the layer's output shape): the all-ones layer on x2, broadcastable to that shape.
+
+    The full all-ones layer costs as much as the layer itself (a whole forward per read for a decoder). All its
+    output channels are the same sum, so a layer with a few output channels (8 for a matrix product, which a
+    single column would turn into a matrix-vector product with another summation order; 1 for a convolution)
+    gives it; it is used where it equals the full layer bit for bit, which is checked on the first call for each
+    layer and input signature (and thread count) -- else the full layer runs, as before."""
+    w = module.weight
+    linear = isinstance(module, nn.Linear)
+    n_full = module.out_features if linear else (w.shape[1] * module.groups if isinstance(module, nn.ConvTranspose2d)
+                                                 else w.shape[0])
+    k = min(n_full, 8 if linear else 1)
+    if getattr(module, "groups", 1) != 1 or k == n_full:
+        full = _all_ones_layer(module, x2, None)
+        return full, full.shape
+    key = (type(module), tuple(w.shape), tuple(getattr(module, a, None) for a in ("stride", "padding", "output_padding",
+           "dilation")), tuple(x2.shape), tuple(x2.stride()), x2.dtype, str(x2.device), torch.get_num_threads())
+    ok = _REDUCED_EXACT.get(key)
+    if ok is False:
+        full = _all_ones_layer(module, x2, None)
+        return full, full.shape
+    small = _all_ones_layer(module, x2, k)
+    if linear:   # (..., out): the last dimension
+        shape, small = (*small.shape[:-1], n_full), small[..., :1]
+    else:        # (B, C, ...): the channel dimension
+        shape, small = (small.shape[0], n_full, *small.shape[2:]), small[:, :1]
+    if ok is None:
+        full = _all_ones_layer(module, x2, None)
+        _REDUCED_EXACT[key] = bool(torch.equal(full, small.expand(shape)))
+        return full, shape
+    return small, shape
 
 
 class ReadNoiseHooks:
@@ -407,16 +456,53 @@ class AnalogArray:
         """((clock + t - t_write + t0) / t0)^(-nu) (divided by its tensor mean with ``compensate``)."""
         if self.drift is None:
             return None
-        age = (self.clock + t - self.t_write[name]).clamp(min=0)
-        f = torch.exp(-self.nu[name] * torch.log((age + self.drift.t0) / self.drift.t0))
+        log_age = self._uniform_log_age(name, t)
+        if log_age is not None:  # one write time for the whole tensor (a programming): the same numbers, 2 passes not 7
+            f = torch.mul(self.nu[name], log_age.neg()).exp_()   # nu * (-L) == (-nu) * L exactly
+        else:
+            age = (self.clock + t - self.t_write[name]).clamp(min=0)
+            f = torch.exp(-self.nu[name] * torch.log((age + self.drift.t0) / self.drift.t0))
         if self.drift.compensate:
-            f = f / f.mean()
+            f = f.div_(f.mean())
         return f
+
+    def _uniform_log_age(self, name: str, t: float) -> torch.Tensor | None:
+        """log((clock + t - t_write + t0) / t0) as a 1-element tensor when every device of the tensor has the same
+        t_write (checked once per write of t_write) and that number is what the elementwise computation of
+        :meth:`drift_factor` gives on every path (on the CPU its vectorised and scalar loops are both evaluated and
+        compared; on CUDA every element runs the same code), else None. Remembered per write time and time asked."""
+        tw = self.t_write[name]
+        if tw.device.type not in ("cpu", "cuda") or tw.numel() == 0:
+            return None
+        memo = self.__dict__.setdefault("_tw_uniform", {})
+        m = memo.get(name)
+        if m is None or m[0] is not tw or m[1] != tw._version:
+            first = tw.reshape(-1)[:1]
+            uniform = bool((tw == first).all())
+            m = (tw, tw._version, first.clone() if uniform else None, float(first) if uniform else None)
+            memo[name] = m
+        if m[2] is None:
+            return None
+        # the same number for every tensor written at that time, asked again for the same time: computed once
+        key = (m[3], tw.dtype, tw.device, self.clock, t, self.drift.t0)
+        known = self.__dict__.setdefault("_log_age", {})
+        if key in known:
+            return known[key]
+        t0 = self.drift.t0
+        probe = m[2].expand(64).contiguous()   # 64 elements: the CPU's vectorised loop (no scalar tail)
+        log_vec = torch.log(((self.clock + t - probe).clamp(min=0) + t0) / t0)
+        log_one = torch.log(((self.clock + t - m[2]).clamp(min=0) + t0) / t0)  # 1 element: the scalar loop
+        if tw.device.type == "cpu" and not bool((log_vec == log_one).all()):
+            log_one = None
+        if len(known) >= 16:
+            known.clear()
+        known[key] = log_one
+        return log_one
 
     def read(self, name: str, t: float = 0.0) -> torch.Tensor:
         """The conductance a read sees at device time clock + t (without read noise)."""
         f = self.drift_factor(name, t)
-        return self.stored[name] if f is None else self.stored[name] * f
+        return self.stored[name] if f is None else f.mul_(self.stored[name])   # (a fresh f: stored * f in place)
 
     def read_all(self, t: float = 0.0) -> dict[str, torch.Tensor]:
         return {n: self.read(n, t) for n in self.names}

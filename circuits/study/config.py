@@ -9,6 +9,25 @@ from neuro_lpc.errors import CheckpointError
 DEFAULT_NOISE = "analog"
 FEATURES = ("auto", "classifier", "inception")
 PRECONDITIONERS = ("adam", "frozen")
+ARCHITECTURE_CHOICES = ("auto", "mlp", "conv")
+
+# The budgets of the study (``--budget``): the fields each one sets (a flag given on the command line, or a field set
+# away from its default in code, wins).  Sizes and measurements: docs/study.md ("budgets") and bench/RESULTS.md.
+#   quick    a first look in <= 2 minutes: models NOT trained enough to rank (the report says so in its first line)
+#   default  <= 10 minutes on 2 CPU cores: the MLP decoder on 28x28 data, 5 epochs at lr 2e-3, 3 seeds of every
+#            compared row
+#   long     <= 30 minutes on 2 CPU cores: 16 epochs
+#   paper    the paper's settings (Table 3 / Appendix A.1), for a GPU: T = 300, 15 epochs, the Table-2 conv networks,
+#            the paper's FID protocol (50,000 samples against the training set's statistics)
+BUDGETS = {
+    "quick": dict(train_epochs=0.25, langevin_steps=5, prior_init_batches=4, seeds=1, posterior_chains=8,
+                  posterior_steps=80, record_every=2, spread_chains=6, n_samples=200, onset_steps=40,
+                  curve_points=2, curve_samples=128),
+    "default": dict(train_epochs=5, langevin_steps=10, prior_init_batches=10, seeds=3),
+    "long": dict(train_epochs=16, langevin_steps=10, prior_init_batches=10, seeds=3),
+    "paper": dict(train_epochs=15, langevin_steps=300, prior_init_batches=50, seeds=3, architecture="conv",
+                  full_protocol=True, lr=1e-3),
+}
 
 
 @dataclass
@@ -25,8 +44,11 @@ class StudyConfig:
     out: str | None = None
     dataset: str = "animal-mnist"
     data_root: str | None = None
-    quick: bool = False
+    quick: bool = False                        # the same as budget = "quick"
+    budget: str = "default"                    # quick | default | long | paper (BUDGETS): sizes of training and metrics
     seed: int = 0
+    seeds: int = 3                             # training seeds of the rows the verdict compares (discrete LPC and each
+                                               # circuit row: seed, seed + 1, ...); the other rows run one seed
     device: str = "auto"
     skip: list[str] = field(default_factory=list)  # method rows not to run (reported as "not run")
     threads: int | None = 1                    # torch threads for training and posterior (many small ops: on a shared
@@ -38,8 +60,14 @@ class StudyConfig:
                                                # of deploy, hardware-aware, in-memory, or "all". Default: the two that fit
                                                # the 10-minute CPU budget (deploy reuses discrete LPC's training)
     # training (same data, optimiser and optimiser-step budget for every method; VAE also at the same wall time)
-    train_batches: int = 100                   # 0.7 epoch of animal-mnist at batch 64 (the 10-minute budget: bench/RESULTS.md)
+    train_epochs: float | None = 5             # the budget's epochs of the training split (sets train_batches; None: use it)
+    train_batches: int = 700                   # optimiser steps (5 epochs of animal-mnist at batch 64 = 700)
     batch_size: int = 64
+    architecture: str = "auto"                 # decoder/encoder: auto (mlp for 28x28 data on a CPU, else the paper's conv),
+                                               # mlp (40-512-512-image), conv (Table 2) -- neuro_lpc.models.ARCHITECTURES
+    lr: float = 2e-3                           # Adam (the paper: 1e-3; 2e-3 reached FID 122-136 after 5 epochs of the MLP,
+                                               # 1e-3 needed 7: docs/study.md "budgets"); the paper budget sets 1e-3
+    lr_schedule: str = "constant"              # constant | cosine (TrainConfig.lr_schedule)
     langevin_steps: int = 10                   # T per batch (paper: 300; CPU-sized) -- named in the report
     step_size: float = 0.1                     # gamma with preconditioning beta = 0.25: the paper's CIFAR-10/CelebA setting
     precondition: float | None = 0.25          # (Appendix A.1). Without it early scores reach |s| ~ 1e5 and ULA diverges
@@ -58,8 +86,11 @@ class StudyConfig:
     spread_chains: int = 16
     onset_steps: int = 100                     # the onset experiment (diagnostics: variability quenching): spread_chains
                                                # chains of one image from the prior, recorded every step; 0: none
+    # learning curves: a cheap sample-quality metric at curve_points optimiser steps of every training
+    curve_points: int = 5                      # points per curve (log-spaced steps, the last at the end; 0: no curves)
+    curve_samples: int = 256                   # samples per point: KID on the small classifier's features
     # sample quality
-    n_samples: int = 500
+    n_samples: int = 500                       # per row (a row with several seeds pools n_samples / seeds per seed)
     feature: str = "auto"                      # auto (neuro_lpc.metrics.default_feature) | classifier | inception
     full_protocol: bool = False                # 50,000 samples with Inception features (paper)
     k: int = 5
@@ -80,14 +111,47 @@ class StudyConfig:
         return list(dict.fromkeys(modes))
 
     def apply_quick(self) -> "StudyConfig":
+        """Apply the budget (``quick=True`` means budget "quick"): the fields it sets that are still at their
+        class defaults (a field set in code or by a flag is kept); then the full protocol's sizes."""
         if self.quick:
-            self.train_batches, self.langevin_steps, self.prior_init_batches = 30, 5, 4
-            self.posterior_chains, self.posterior_steps, self.record_every = 8, 80, 2
-            self.spread_chains, self.n_samples, self.quick_features = 6, 200, True
-            self.onset_steps = 40
+            self.budget = "quick"
+        if self.budget not in BUDGETS:
+            raise StudyError(f"unknown budget {self.budget!r}; choose one of {', '.join(BUDGETS)}")
+        if not getattr(self, "_budget_applied", False):
+            defaults = StudyConfig.__dataclass_fields__
+            for key, value in BUDGETS[self.budget].items():
+                if getattr(self, key) == defaults[key].default:
+                    setattr(self, key, value)
+            if self.budget == "quick":
+                self.quick_features = True
+            self._budget_applied = True
         if self.full_protocol:
             self.n_samples, self.feature = 50_000, "inception"
         return self
+
+    apply_budget = apply_quick
+
+    def steps_per_epoch(self, n_train: int) -> int:
+        return max(1, n_train // self.batch_size)
+
+    def resolve_train_batches(self, n_train: int) -> int:
+        """Optimiser steps of every training row: ``train_epochs`` epochs of the training split, or ``train_batches``."""
+        if self.train_epochs is not None:
+            self.train_batches = max(1, round(float(self.train_epochs) * self.steps_per_epoch(n_train)))
+        return self.train_batches
+
+    def resolved_architecture(self, image_size: int, device) -> str:
+        """``auto``: the MLP pair for 28x28 data on a CPU (a step ~4.5x cheaper than Table 2's on one thread, and a
+        better FID per CPU second: docs/study.md), the paper's conv pair otherwise (32x32 / 64x64 data, a GPU)."""
+        if self.architecture != "auto":
+            return self.architecture
+        import torch
+
+        return "mlp" if image_size == 28 and torch.device(device).type == "cpu" else "conv"
+
+    def seeds_of(self, compared: bool) -> list[int]:
+        """The training seeds of a row: ``seeds`` of them for a row the verdict compares, else one."""
+        return [self.seed + k for k in range(self.seeds if compared else 1)]
 
 
 class StudyError(ValueError):
@@ -137,6 +201,16 @@ def check_fields(cfg: StudyConfig) -> None:
         for name, limit in sizes.items():
             check_int(name.replace("_", "-"), getattr(cfg, name), hi=LIMITS[limit])
         check_int("prior-init-batches", cfg.prior_init_batches, lo=0, hi=LIMITS["batches"])
+        check_choice("budget", cfg.budget, tuple(BUDGETS))
+        check_choice("architecture", cfg.architecture, ARCHITECTURE_CHOICES)
+        check_int("seeds", cfg.seeds, hi=100)
+        check_int("curve-points", cfg.curve_points, lo=0, hi=100)
+        check_int("curve-samples", cfg.curve_samples, lo=cfg.k + 1 if isinstance(cfg.k, int) else 2, hi=LIMITS["samples"])
+        check_number("lr", cfg.lr, lo=0, lo_open=True)
+        from neuro_lpc.config import LR_SCHEDULES
+        check_choice("lr-schedule", cfg.lr_schedule, LR_SCHEDULES)
+        if cfg.train_epochs is not None:
+            check_number("train-epochs", cfg.train_epochs, lo=0, lo_open=True, hi=LIMITS["epochs"])
         check_int("onset-steps", cfg.onset_steps, lo=0, hi=LIMITS["steps"])
         check_int("threads", cfg.threads, hi=LIMITS["threads"], allow_none=True)
         check_int("train-workers", cfg.train_workers, hi=LIMITS["workers"], allow_none=True)

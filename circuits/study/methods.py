@@ -37,6 +37,9 @@ class Method:
     required: bool = False                      # its divergence stops the study (the reference row)
     pretrain: bool = False                      # train() caches its model on disk: it may run in a worker process first
     after: tuple = ()                           # rows whose trained models train() uses (ctx.trained[...])
+    compared: bool = False                      # a row the verdict compares: trained with cfg.seeds seeds
+    replica_of: str | None = None               # a seed replica's base row (its name is "<base>@<k>")
+    seed_index: int = 0                         # k: the replica trains with seed cfg.seed + k
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -65,6 +68,9 @@ class StudyContext:
     worker_jobs: dict = field(default_factory=dict)  # "job:<label>" -> outcome of an extra worker job
     onsets: dict = field(default_factory=dict)       # row label -> (t, z (R, S, d)) of the onset experiment
     train_workers: int = 1
+    curve_recorder: Callable | None = None      # (row name, folder, sample) -> CurveRecorder | None (learning curves)
+    progress: Callable | None = None            # (dict) -> None: a training's progress (circuits.study.progress)
+    board: Any = None                           # the parent's ProgressBoard (polls the workers' progress files)
 
     @staticmethod
     def slug(name: str) -> str:
@@ -73,6 +79,65 @@ class StudyContext:
         while "--" in s:
             s = s.replace("--", "-")
         return s.strip("-") or "method"
+
+
+class SeedView(dict):
+    """``ctx.trained`` as a seed replica k sees it: row ``name`` is the replica ``name@k`` where one exists."""
+
+    def __init__(self, base: dict, k: int):
+        super().__init__()
+        self.base, self.k = base, k
+
+    def _key(self, name):
+        return f"{name}@{self.k}" if self.k and f"{name}@{self.k}" in self.base else name
+
+    def __getitem__(self, name):
+        return self.base[self._key(name)]
+
+    def get(self, name, default=None):
+        return self.base.get(self._key(name), default)
+
+    def __contains__(self, name):
+        return self._key(name) in self.base
+
+    def __setitem__(self, name, value):
+        self.base[f"{name}@{self.k}" if self.k else name] = value
+
+
+def seeded(ctx: StudyContext, k: int) -> StudyContext:
+    """The context of seed replica k: the config's seed is cfg.seed + k (initial weights, data order, noise draws,
+    samples), ``trained`` maps a row to its replica k, and progress / curves are reported under the replica's name."""
+    import copy
+    import dataclasses
+
+    if k == 0:
+        return ctx
+    c = copy.copy(ctx)
+    c.cfg = dataclasses.replace(ctx.cfg, seed=ctx.cfg.seed + k)
+    c.trained = SeedView(ctx.trained, k)
+    if ctx.curve_recorder is not None:
+        c.curve_recorder = lambda name, folder, sample: ctx.curve_recorder(f"{name}@{k}", folder, sample)
+    if ctx.progress is not None:
+        c.progress = lambda d: ctx.progress({**d, "row": f"{d['row']}@{k}"})
+    return c
+
+
+def with_seed_replicas(methods: list[Method], seeds: int) -> list[Method]:
+    """Each ``compared`` row followed by its replicas ``name@1`` ... ``name@{seeds-1}`` (seed cfg.seed + k); a
+    replica's ``after`` rows are their replicas of the same seed.  Replicas have no posterior row (the posterior
+    comparison runs on one model: the base row's)."""
+    compared = {m.name for m in methods if m.compared}
+    out = []
+    for m in methods:
+        out.append(m)
+        if not m.compared:
+            continue
+        for k in range(1, seeds):
+            def train(ctx, base=m, k=k):
+                return base.train(seeded(ctx, k))
+            out.append(Method(f"{m.name}@{k}", f"{m.label} · seed {k}", m.kind, train, None, False, m.pretrain,
+                              tuple(f"{a}@{k}" if a in compared else a for a in m.after), True, m.name, k))
+    return out
 
 
 def noise_label(cfg) -> str:
@@ -90,10 +155,16 @@ def _has_weight_devices(cfg) -> bool:
 
 def mode_methods(cfg) -> list[Method]:
     """One circuit row per analog learning mode (``cfg.learning_modes()``; the first is the row "circuit"), or one
-    circuit row when the noise model has no weight devices (the modes then coincide)."""
+    circuit row when the noise model has no weight devices (the modes then coincide).
+
+    Posterior rows compare samplers on ONE model, discrete LPC's: the first circuit row's posterior is the circuit
+    under the run's noise sampling the discrete-LPC model programmed onto its devices (``circuit_posterior`` with no
+    array: programmed from the model at construction); the other mode rows have the same sampler on that model, so
+    they add no posterior row."""
     label = noise_label(cfg)
     if not _has_weight_devices(cfg):
-        return [Method("circuit", f"circuit · {label}", "circuit", train_circuit, circuit_posterior, pretrain=True)]
+        return [Method("circuit", f"circuit · {label}", "circuit", train_circuit, circuit_posterior, pretrain=True,
+                       compared=True)]
     rows = []
     for i, mode in enumerate(cfg.learning_modes()):
         name = "circuit" if i == 0 else f"circuit-{mode}"
@@ -105,19 +176,22 @@ def mode_methods(cfg) -> list[Method]:
 
         def post(ctx, inp, name=name):
             return device_posterior(ctx, inp, name)
-        rows.append(Method(name, f"circuit · {label} · {mode}", "circuit", train, post, pretrain=mode != "deploy"))
+        rows.append(Method(name, f"circuit · {label} · {mode}", "circuit", train, post if i == 0 else None,
+                           pretrain=mode != "deploy", after=("discrete",) if mode == "deploy" else (), compared=True))
     return rows
 
 
 def default_methods(cfg) -> list[Method]:
-    """The table: discrete LPC (reference), the ideal circuit, the circuit under the run's noise (one row per analog
-    learning mode), noise-free PC and two VAEs."""
+    """The table: discrete LPC (reference), the ideal circuit (a control trained through the circuit path), the
+    circuit under the run's noise (one row per analog learning mode), noise-free PC and two VAEs.  The rows the
+    verdict compares (discrete LPC and each circuit row) train ``cfg.seeds`` seeds (``with_seed_replicas``)."""
     ideal = [] if noise_label(cfg) == "ideal" else [
         Method("circuit-ideal", "circuit · ideal", "circuit", train_ideal_circuit,
-               lambda ctx, inp: circuit_posterior(ctx, inp, name="circuit-ideal", noise="ideal"))]
+               lambda ctx, inp: circuit_posterior(ctx, inp, name="circuit-ideal", noise="ideal"), pretrain=True,
+               compared=True)]
     return [
         Method("discrete", "discrete LPC", "lpc", train_discrete, discrete_posterior, required=True,
-               pretrain=not cfg.model),
+               pretrain=not cfg.model, compared=not cfg.model),
         *ideal,
         *mode_methods(cfg),
         Method("pc", "PC (T = 0)", "pc", train_pc, pretrain=True),

@@ -54,6 +54,9 @@ def _child(ctx, by_name: dict, name: str, result: Path, threads: int, post=None)
 
     torch.set_num_threads(threads)
     train_mod.PROGRESS = False         # two progress bars on one terminal would interleave
+    if ctx.progress is not None:       # the parent's board polls this file (circuits.study.progress)
+        from .progress import file_sink
+        ctx.progress = file_sink(result.with_name(f"progress-{result.stem}.json"))
     t0, c0 = time.perf_counter(), time.process_time()
     m = by_name[name]
     tr = None
@@ -163,7 +166,11 @@ def pretrain(ctx, methods, workers: int, threads: int, skip=(), post=None, jobs=
                                              for d in j[2])]
             if not running:
                 break
-            for s in wait(list(running)):
+            board = getattr(ctx, "board", None)
+            ready_now = wait(list(running), timeout=1.0 if board is not None else None)
+            if board is not None:
+                board.poll(tmp)
+            for s in ready_now:
                 p, name = running.pop(s)
                 p.join()
                 f = tmp / f"{ctx.slug(name)}.json"

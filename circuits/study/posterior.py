@@ -242,13 +242,13 @@ def discrete_posterior(ctx, inp: PosteriorInputs, name: str = "discrete") -> Pos
 
 
 def device_posterior(ctx, inp: PosteriorInputs, name: str) -> PosteriorRun:
-    """A learning-mode row: the circuit sampling the row's own model *on its device* (the array the row's weights
-    sit on: programmed ``deploy_time`` before, or the in-memory array as trained), on the same test images, from
-    the row's own encoder's warm starts (the discrete row's when the model is discrete LPC's)."""
-    tr = ctx.trained[name]
-    if tr.model is not inp.model:
-        inp = make_inputs(ctx.cfg, tr.model, tr.encoder, inp.x, inp.x.device, inp.seed)
-    return circuit_posterior(ctx, inp, name=name, array=tr.array)
+    """The circuit under the run's noise sampling the discrete-LPC model programmed onto its devices (the array is
+    programmed from ``inp.model`` at construction, the noise model's deployment time), on the same test images from
+    the same warm starts: posterior rows compare samplers on one model (issue 14).  A learning-mode row's own
+    trained model is not sampled here: its posterior would be another model's, not comparable."""
+    run = circuit_posterior(ctx, inp, name=name)
+    run.summary["model"] = "discrete LPC's, programmed onto the circuit's devices"
+    return run
 
 
 def circuit_posterior(ctx, inp: PosteriorInputs, name: str = "circuit", noise=None, array=None,

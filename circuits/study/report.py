@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import math
 
-LEARNED, COLLAPSED, DIVERGED, NOT_RUN = "learned", "collapsed", "diverged", "not run"
-STATUSES = (LEARNED, COLLAPSED, DIVERGED, NOT_RUN)
+LEARNED, COLLAPSED, DIVERGED, NOT_RUN, REFERENCE = "learned", "collapsed", "diverged", "not run", "reference"
+STATUSES = (LEARNED, COLLAPSED, DIVERGED, NOT_RUN, REFERENCE)
 TIE_SE = 2.0
+RANK_KEY = "kid"     # the ranking metric: KID, unbiased at any n, so seeds with few samples each still average right
 
 
 def _finite(v) -> bool:
@@ -52,10 +53,40 @@ def add_row(methods: dict, name: str, *, label: str, kind: str, training: dict |
     row = {"label": label, "kind": kind, "training": training, "samples": samples, "posterior": posterior,
            "errors": {k: v for k, v in (errors or {}).items() if v}, "not_run": not_run, "notes": notes}
     row["status"], row["status_reason"] = decide_status(row, metric_key)
+    if kind == "reference" and row["status"] in (LEARNED, COLLAPSED):   # a reference frames the others, as it is
+        row["status"] = REFERENCE
     row["ranked"] = row["status"] == LEARNED
+    row["rank_metric"] = rank_metric(row)
     row["wall_s"] = (training or {}).get("wall_s", float("nan"))   # training wall time (kept for old readers)
     methods[name] = row
     return row
+
+
+def rank_metric(row: dict, key: str = RANK_KEY) -> dict:
+    """The row's ranking number: ``{"value", "se", "se_kind", "seeds"}`` -- the mean over its seeds with the se
+    across seeds (training variance included) where it has several, else the one run's value with its within-run
+    se (KID: from subsets)."""
+    s = (row.get("samples") or {})
+    sm = s.get("seed_mean") or {}
+    seeds = s.get("seeds") or []
+    if key in sm:
+        return {"value": sm[key], "se": sm.get(f"{key}_se"), "se_kind": f"across {len(seeds)} seeds", "seeds": seeds}
+    return {"value": s.get(key), "se": s.get(f"{key}_se"), "se_kind": "within-run (one seed)", "seeds": seeds}
+
+
+def aggregate_phrase(r: dict, ref: dict) -> str | None:
+    """One sentence when a row's advantage over ``ref`` comes with a narrower aggregate posterior (its encoder's
+    aggregate q(z) = mean over test images of q(z|x): variance relative to the prior's, KL to the prior)."""
+    a, b = (r.get("samples") or {}).get("aggregate"), (ref.get("samples") or {}).get("aggregate")
+    if not a or not b or not _finite(a.get("variance_ratio")) or not _finite(b.get("variance_ratio")):
+        return None
+    if a["variance_ratio"] >= b["variance_ratio"]:
+        return None
+    return (f"{r['label']}'s advantage comes with a narrower aggregate posterior than {ref['label']}'s (its encoder's "
+            f"aggregate q(z) has {_num(a['variance_ratio'])} of the prior's variance against {_num(b['variance_ratio'])}; "
+            f"KL to the prior {_num(a.get('kl_to_prior'))} vs {_num(b.get('kl_to_prior'))} nats): samples drawn from the "
+            f"prior then land nearer to where its decoder was trained, which lowers its distance at this budget "
+            f"without a better posterior (docs/learning_modes.md).")
 
 
 # ---------------------------------------------------------------------------------------- formatting
@@ -179,41 +210,116 @@ def _posterior_phrase(p: dict, ref: dict) -> str | None:
     return " and ".join(parts) if parts else None
 
 
+def _rank_cmp(a: dict, b: dict) -> tuple[str, float, float] | None:
+    """('matches' | 'better' | 'worse', diff, se) of row a against row b on their ranking numbers (lower is better)."""
+    ra, rb = a["rank_metric"], b["rank_metric"]
+    return _compare({"v": ra["value"], "v_se": ra["se"]}, {"v": rb["value"], "v_se": rb["se"]}, "v")
+
+
+def kid_scale(report: dict) -> tuple[float, str]:
+    """(scale, label) of KID in the tables: ×10³ on Inception features (values ~1e-3..1), as is on others."""
+    return (1e3, "KID×10³") if report.get("metric_key") == "fid" else (1.0, "KID")
+
+
+def _rank_cell(row: dict, scale: float = 1e3) -> str:
+    r = row["rank_metric"]
+    if not _finite(r["value"]):
+        return "–"
+    return pm(r["value"] * scale, (r["se"] * scale) if _finite(r["se"]) else None)
+
+
+def _rank_phrase(who: dict, other: dict, scale: float = 1e3, label: str = "KID×10³") -> str | None:
+    c = _rank_cmp(who, other)
+    if c is None:
+        return None
+    word, diff, se = c
+    nums = (f"{label} {_rank_cell(who, scale)} ({who['rank_metric']['se_kind']}) vs {_rank_cell(other, scale)} "
+            f"({other['rank_metric']['se_kind']})")
+    if word == "matches":
+        return f"{who['label']} matches {other['label']} within the error bars ({nums})"
+    return f"{who['label']} is {word} than {other['label']} by {pm(abs(diff) * scale, se * scale)} in {label} ({nums})"
+
+
+def _seed_fid_clause(r: dict, ref: dict, key: str) -> str | None:
+    """FID at the per-seed n, mean ± se across seeds, of two seeded rows."""
+    a, b = (r.get("samples") or {}).get("seed_mean") or {}, (ref.get("samples") or {}).get("seed_mean") or {}
+    if key not in a or key not in b or a.get("n_per_seed") != b.get("n_per_seed"):
+        return None
+    c = _compare(a, b, key)
+    if c is None:
+        return None
+    word, diff, se = c
+    nums = f"{pm(a[key], a.get(key + '_se'))} vs {pm(b[key], b.get(key + '_se'))} at n = {a['n_per_seed']} per seed"
+    if word == "matches":
+        return f"on {key.upper()} it matches within the error bars ({nums})"
+    return f"on {key.upper()} it is {word} by {pm(abs(diff), se)} ({nums})"
+
+
 def verdict(report: dict) -> list[str]:
-    """Plain-words findings, each generated from the table's numbers and their standard errors."""
+    """Plain-words findings, each generated from the table's numbers and their standard errors.
+
+    Rows are ranked by KID (``rank_metric``: the mean over seeds ± the se across seeds where a row has several);
+    "better" / "worse" only beyond ``TIE_SE`` combined se, else "matches" (or ≈ in the ranking).  A row still
+    improving at the end of its budget is named, with its rank a statement about this budget only; a row whose
+    advantage comes with a narrower aggregate posterior is named too."""
     m, key = report["methods"], report["metric_key"]
-    key_label = key.upper()
+    scale, klabel = kid_scale(report)
     out = []
-    ranked = sorted(((n, r) for n, r in m.items() if r["ranked"] and _finite((r["samples"] or {}).get(key))),
-                    key=lambda nr: nr[1]["samples"][key])
+    if report.get("budget") == "quick":
+        out.append("Budget quick: these models are not trained enough to rank; the ranking below only shows the "
+                   "report's machinery.")
+    ranked = sorted(((n, r) for n, r in m.items() if r["ranked"] and _finite(r["rank_metric"]["value"])),
+                    key=lambda nr: nr[1]["rank_metric"]["value"])
     if ranked:
-        chain = f"{ranked[0][1]['label']} {metric_cell(ranked[0][1]['samples'], key)}"
+        chain = f"{ranked[0][1]['label']} {_rank_cell(ranked[0][1], scale)}"
         for (_, prev), (_, cur) in zip(ranked, ranked[1:]):
-            c = _compare(cur["samples"], prev["samples"], key)
-            chain += f" {'≈' if c and c[0] == 'matches' else '<'} {cur['label']} {metric_cell(cur['samples'], key)}"
-        out.append(f"Ranked by {key_label} (lower is better; ≈: within {TIE_SE:g} combined standard errors): {chain}.")
+            c = _rank_cmp(cur, prev)
+            chain += f" {'≈' if c and c[0] == 'matches' else '<'} {cur['label']} {_rank_cell(cur, scale)}"
+        out.append(f"Ranked by {klabel} (lower is better; ± across seeds where a row has several, else within-run; ≈: "
+                   f"within {TIE_SE:g} combined standard errors): {chain}.")
+    refs = {n: r for n, r in m.items() if r["kind"] == "reference" and _finite(r["rank_metric"]["value"])}
+    if refs:
+        floor, ceil = refs.get("data"), refs.get("untrained")
+        bits = [f"{r['label']} {_rank_cell(r, scale)}" for r in refs.values()]
+        line = "References at the same n: " + "; ".join(bits) + "."
+        if floor and ceil:
+            above = [r["label"] for _, r in ranked if _rank_cmp(r, ceil) and _rank_cmp(r, ceil)[0] != "better"]
+            if above:
+                line += f" Not better than the untrained model: {', '.join(above)} (no learning measured)."
+            else:
+                line += " Every ranked row sits below the untrained ceiling."
+        out.append(line)
+    for n, r in m.items():
+        tr = r.get("training") or {}
+        if r["ranked"] and tr.get("convergence_status") == "still improving":
+            ch = next((p["convergence"] for p in tr.get("per_seed", []) if (p.get("convergence") or {}).get("status")
+                       == "still improving"), tr.get("convergence") or {})
+            out.append(f"{r['label']} was still improving at the end of its budget ({report.get('curve_metric', 'KID')} "
+                       f"changed by {pm(ch.get('change') or 0, ch.get('change_se') or 0)} from step "
+                       f"{ch.get('from_step')} to {ch.get('to_step')}): its rank is a statement about this budget only.")
     ref = m.get("discrete")
     if ref and ref["ranked"]:
         for name, r in m.items():
             if name == "discrete" or not r["ranked"] or r["kind"] not in ("circuit",):
                 continue
-            bits = []
-            for k, lab in ((key, key_label), ("kid", "KID")):
-                c = _compare(r["samples"], ref["samples"], k)
-                if c:
-                    bits.append(_phrase(r["label"], ref["label"], c, lab, r["samples"], ref["samples"], k) if not bits
-                                else _phrase_again(c, lab, r["samples"], ref["samples"], k))
+            bits = [b for b in (_rank_phrase(r, ref, scale, klabel), _seed_fid_clause(r, ref, key)) if b]
             pp = (r.get("posterior") and ref.get("posterior")) and _posterior_phrase(r["posterior"], ref["posterior"])
+            if pp:
+                pp = "on the same model (discrete LPC's), " + pp
             if bits or pp:
                 out.append("; ".join(bits + ([pp] if pp else [])) + ".")
+            c = _rank_cmp(r, ref)
+            if c and c[0] == "better":
+                ag = aggregate_phrase(r, ref)
+                if ag:
+                    out.append(ag)
         for name, r in m.items():
             if r["kind"] in ("vae", "pc") and r["ranked"]:
-                c = _compare(ref["samples"], r["samples"], key)
-                if c:
+                ph = _rank_phrase(ref, r, scale, klabel)
+                if ph:
                     tr = r.get("training") or {}
-                    out.append(f"Against {r['label']} ({tr.get('budget', '')}: {_num(tr.get('optimiser_steps'))} optimiser steps, "
-                               f"{_num(tr.get('wall_s'), 3)} s): "
-                               + _phrase(ref["label"], "it", c, key_label, ref["samples"], r["samples"], key) + ".")
+                    out.append(f"Against {r['label']} ({tr.get('budget', '')}: {_num(tr.get('optimiser_steps'))} optimiser "
+                               f"steps, {_num(tr.get('wall_s'), 3)} s): {ph}.")
     elif ref is not None:
         out.append(f"{ref['label']} is {ref['status']}: there is no reference for the comparisons.")
     for name, r in m.items():
@@ -229,13 +335,19 @@ def verdict(report: dict) -> list[str]:
 # ------------------------------------------------------------------------------------------ markdown
 def first_table(report: dict) -> list[str]:
     m, key = report["methods"], report["metric_key"]
-    lines = [f"| method | status | {key.upper()} ↓ | KID ↓ | density ↑ | coverage ↑ | n | optimiser steps | grad evals | train wall s |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    scale, klabel = kid_scale(report)
+    lines = [f"| method | status | seeds | {klabel} ↓ (ranking) | {key.upper()} ↓ (pooled, within-run se) | density ↑ | "
+             f"coverage ↑ | n | curve at the end | optimiser steps | grad evals | train wall s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in m.items():
         s, tr = r.get("samples") or {}, r.get("training") or {}
-        status = r["status"] + ("" if r["ranked"] or r["status"] == NOT_RUN else " (not ranked)")
-        lines.append(f"| {r['label']} | {status} | {metric_cell(s, key)} | {metric_cell(s, 'kid')} | "
-                     f"{metric_cell(s, 'density')} | {metric_cell(s, 'coverage')} | {_num(s.get('n'))} | "
+        status = r["status"] + ("" if r["ranked"] or r["status"] in (NOT_RUN, REFERENCE) else " (not ranked)")
+        seeds = s.get("seeds") or tr.get("seeds") or []
+        rk = r.get("rank_metric") or rank_metric(r)
+        rank = (_rank_cell(dict(r, rank_metric=rk), scale) + (f" ({rk['se_kind']})" if _finite(rk["value"]) else ""))
+        conv = tr.get("convergence_status") or (tr.get("convergence") or {}).get("status") or "–"
+        lines.append(f"| {r['label']} | {status} | {len(seeds) if seeds else '–'} | {rank} | {metric_cell(s, key)} | "
+                     f"{metric_cell(s, 'density')} | {metric_cell(s, 'coverage')} | {_num(s.get('n'))} | {conv} | "
                      f"{_num(tr.get('optimiser_steps'))} | {_num(tr.get('grad_evals'))} | {_num(tr.get('wall_s'), 3)} |")
     return lines
 
@@ -274,10 +386,39 @@ def _precond_line(report: dict) -> str:
     return line
 
 
+def curves_table(report: dict) -> list[str]:
+    """Per row: its learning curve (metric at each measured step, seed by seed), the flag at its end, and its
+    encoder's aggregate posterior (variance relative to the prior's, KL to the prior) -- the properties the verdict
+    reads."""
+    lines = [f"| method | seed | {report.get('curve_metric', 'KID')} at optimiser step (± se) | end of the curve | "
+             f"aggregate q(z) variance / prior's | KL(aggregate q(z) ‖ prior) nats |", "|---|---|---|---|---|---|"]
+    for name, r in report["methods"].items():
+        tr, s = r.get("training") or {}, r.get("samples") or {}
+        ag = s.get("aggregate") or {}
+        seeds = tr.get("per_seed") or ([{"seed": tr.get("seed", "–"), "curve": tr.get("curve"),
+                                         "convergence": tr.get("convergence")}] if tr.get("curve") else [])
+        for i, p in enumerate(seeds):
+            pts = ", ".join(f"{q['step']}: {pm(q.get('kid'), q.get('kid_se'))}" for q in (p.get("curve") or []))
+            flag = (p.get("convergence") or {}).get("status", "–")
+            lines.append(f"| {r['label'] if i == 0 else ''} | {p.get('seed', '–')} | {pts or '–'} | {flag} | "
+                         f"{_num(ag.get('variance_ratio')) if i == 0 else ''} | {_num(ag.get('kl_to_prior')) if i == 0 else ''} |")
+    return lines
+
+
 def render_markdown(report: dict) -> str:
     m, c = report["methods"], report["config"]
     lines = first_table(report)
     lines += ["", " ".join(report.get("verdict") or verdict(report))]
+    rs = report.get("real_set") or {}
+    lines += ["", f"Budget `{report.get('budget', '?')}`: {c.get('train_batches')} optimiser steps per training, "
+              f"{report.get('architecture', c.get('architecture'))} networks, seeds {report.get('seeds')} for the compared "
+              f"rows (the ideal circuit control: its own seeds, +1000). The ranking metric is KID, mean over seeds ± the "
+              f"se across seeds (training variance included); rows with one seed carry their within-run se (subsets), "
+              f"labelled so. FID, density and coverage are on each row's pooled samples (n in the table) against "
+              f"{rs.get('n')} real images of the {rs.get('split')} split ({rs.get('what', '')}), ± their within-run "
+              f"(bootstrap) se. Features: {report.get('feature_label')}"
+              + (f", path `{report['feature_path']}`" if report.get("feature_path") else "") + "."]
+    lines += ["", "## Learning curves and aggregate posteriors (`learning_curves.png`)", "", *curves_table(report)]
     n_r = next((r["samples"].get("n_real") for r in m.values() if r.get("samples") and "n_real" in r["samples"]), None)
     n_s = next((r["samples"].get("n") for r in m.values() if r.get("samples") and "n" in r["samples"]), None)
     train_rows = "; ".join(f"{r['label']}: {(r.get('training') or {}).get('budget', '–')}" for r in m.values()

@@ -19,7 +19,7 @@ from neuro_lpc.errors import CheckpointError, DivergenceError
 from . import posterior as post_mod
 from . import quality
 from .config import DEFAULT_NOISE, StudyConfig, StudyError, check_inputs, resolve_noise
-from .methods import StudyContext, default_methods, noise_label
+from .methods import StudyContext, default_methods, noise_label, with_seed_replicas
 from .report import add_row, render_markdown, verdict
 from .train import NotRun
 
@@ -76,6 +76,8 @@ def run_study(cfg: StudyConfig, log=print, methods=None) -> dict:
     if len(set(names)) != len(names) or not names or names[0] != "discrete":
         raise StudyError("the method rows need unique names, the first one 'discrete' (the reference)")
     out = check_inputs(cfg, names)
+    methods = with_seed_replicas(methods, cfg.seeds)
+    cfg.skip = list(cfg.skip) + [m.name for m in methods if m.replica_of in cfg.skip and m.name not in cfg.skip]
     noise = resolve_noise(cfg)
     for stale in ("report.json", "report.md", "FAILED.txt"):
         (out / stale).unlink(missing_ok=True)
@@ -91,67 +93,128 @@ def _run(cfg: StudyConfig, out: Path, noise, log, methods) -> dict:
     from neuro_lpc.data import load_dataset
 
     from .. import plots
+    from .progress import ProgressBoard
 
     t_start, cpu_start = time.perf_counter(), _cpu_s()
     stages = Stages()
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
+    board = ProgressBoard(log)
+    if cfg.budget == "quick":
+        log("[quick] budget quick: a first look whose models are NOT trained enough to rank (use the default budget "
+            "or --budget long for numbers to compare)")
     with stages.time("set-up"):
         train_set, test_set, info = load_dataset(cfg.dataset, cfg.data_root)
+        cfg.resolve_train_batches(info.n_train)
+        cfg.architecture = cfg.resolved_architecture(info.image_size, device)
+    log(f"[budget] {cfg.budget}: {cfg.train_batches} optimiser steps of batch {cfg.batch_size} "
+        f"({cfg.train_batches / cfg.steps_per_epoch(info.n_train):.3g} epochs), T = {cfg.langevin_steps}, "
+        f"{cfg.architecture} networks, {cfg.seeds} seed(s) of the compared rows, {cfg.n_samples} samples per row")
     ctx = StudyContext(cfg, device, noise, out, out / "models", train_set, test_set, info, log)
+    ctx.board, ctx.progress = board, board.update
     parts = {m.name: {"errors": {}} for m in methods}
+    by_name = {m.name: m for m in methods}
 
     # the feature network first: training workers compute each row's sample features as soon as it has trained
     feature = quality.choose_feature(cfg, device)
     with stages.time("metrics: feature network"):
+        board.stage("feature networks")
         net = quality.feature_network(cfg, device, feature)
+        scorer = quality.curve_scorer(cfg, device, info, test_set, net) if cfg.curve_points else None
+    if scorer is not None:
+        ctx.curve_recorder = quality.curve_recorder_factory(cfg, scorer)
+    n_for = quality.samples_per_row(cfg, by_name)
     with torch_threads(cfg.threads):   # training and sampling: many small ops (StudyConfig.threads)
-        post = quality.worker_features(cfg, device, net)
+        post = quality.worker_features(cfg, device, net, n_for)
         jobs = [("real set features", lambda _ctx: quality.real_set(cfg, net), ())]
-        jobs += [(SAMPLES_JOB + m.name, _samples_job(methods, m, post), ("discrete",))
+        jobs += [(REFERENCE_JOB + r, quality.reference_job(cfg, r, net), ()) for r in quality.REFERENCES]
+        jobs += [(SAMPLES_JOB + m.name, _samples_job(by_name, m, post), m.after)
                  for m in methods if not m.pretrain and m.name != "discrete" and m.name not in cfg.skip]
+        board.stage(f"training ({sum(1 for m in methods if m.name not in cfg.skip)} trainings)")
         ref = _train(ctx, methods, parts, stages, post=post, jobs=jobs)
+        board.close()
+        board.stage("posterior comparison")
         traces, lj = _posteriors(ctx, methods, parts, stages, ref)
 
     # 3. sample quality ---------------------------------------------------------------------------------
-    log(f"[metrics] {feature} features, {cfg.n_samples} samples per model")
+    board.stage("sample quality")
+    log(f"[metrics] {feature} features ({_feature_path(net, device)}), {cfg.n_samples} "
+        f"samples per row (a row with {cfg.seeds} seeds: {n_for('discrete')} per seed, pooled)")
     with stages.time("metrics: real set"):
         real = quality.real_set(cfg, net)   # from the cache a worker wrote (or computed here)
-    samples, label = {}, None
+    samples, label, images, features = {}, None, {}, {}
+    from neuro_lpc.data import dataset_tensor
+    test_x, _ = dataset_tensor(ctx.test_set, min(500, len(ctx.test_set)))
+    test_x = test_x.to(device)
     workers = ctx.train_workers if device.type == "cpu" else 1
     for name, tr in ctx.trained.items():
         if tr.same_as is not None:          # the same model as another row: its metrics, not a second evaluation
             continue
-        with stages.time(f"metrics: {name}"):
+        with stages.time(f"metrics: {name.split('@')[0]}"):
             done = ctx.worker_samples.get(name)
             if done is not None:            # drawn and featurised by the row's training worker
                 imgs, feats = done["images"], done["features"]
             else:
-                imgs = quality.draw_samples(tr.sampler if tr.sampler is not None else tr.model, cfg.n_samples,
-                                            cfg.seed + 77, device)
+                imgs = quality.draw_samples(tr.sampler if tr.sampler is not None else tr.model, n_for(name),
+                                            quality.sample_seed(cfg, by_name[name]), device)
                 feats = (quality.features_in_parallel(net, imgs, workers, out)
-                         if workers > 1 and torch.isfinite(imgs).all() else None)
+                         if torch.isfinite(imgs).all() else None)
+                if feats is None and torch.isfinite(imgs).all():
+                    feats = net(imgs)
+        images[name], features[name] = imgs, feats
+    for m in methods:
+        if m.replica_of is not None or m.name not in images:
+            continue
+        group = [r.name for r in methods if (r.name == m.name or r.replica_of == m.name) and r.name in images]
+        with stages.time(f"metrics: {m.name}"):
             try:
-                q = quality.evaluate(imgs, real, net, feature, cfg, features=feats)
+                q = quality.evaluate_group([images[g] for g in group], [features[g] for g in group], real, net,
+                                           feature, cfg, seeds=[(ctx.trained[g].training or {}).get(
+                                               "seed", cfg.seed + by_name[g].seed_index) for g in group])
             except quality.NonFiniteSamples as e:
-                parts[name]["errors"]["samples"] = str(e)
+                parts[m.name]["errors"]["samples"] = str(e)
                 continue
-        samples[next(m.label for m in methods if m.name == name)] = imgs
-        parts[name]["samples"], label = q, q.get("label", label)
+        samples[m.label] = torch.cat([images[g] for g in group])[: 64]
+        try:                                # the encoder's aggregate posterior (the verdict's narrowness sentence)
+            aggs = [quality.aggregate_posterior(ctx.trained[g].encoder, test_x,
+                                                float(getattr(ctx.trained[g].model, "prior_std", 1.0))) for g in group]
+            q["aggregate"] = {k: float(np.mean([a[k] for a in aggs])) for k in ("variance_ratio", "kl_to_prior")}
+        except (RuntimeError, ValueError, TypeError) as e:   # a custom row without a Gaussian encoder
+            q["aggregate"] = {"error": f"{type(e).__name__}: {e}"}
+        parts[m.name]["samples"], label = q, q.get("label", label)
     for name, tr in ctx.trained.items():
         if tr.same_as is not None and "samples" in parts.get(tr.same_as, {}):
             parts[name]["samples"] = dict(parts[tr.same_as]["samples"], same_as=tr.same_as)
     metric_key = getattr(net, "metric", "fid" if feature == "inception" else "fd")
+    references = {}
+    for r in quality.REFERENCES:           # the data floor and the untrained ceiling, at the same n
+        o = ctx.worker_jobs.get("job:" + REFERENCE_JOB + r, {}).get("value")
+        with stages.time(f"metrics: reference {r}"):
+            references[r] = quality.evaluate_reference(r, o, real, net, feature, cfg, device, info, scorer)
+        if r == "untrained" and references[r].get("images") is not None:
+            samples[quality.REFERENCE_LABELS[r]] = references[r]["images"][:64]
 
     # 4. figures ----------------------------------------------------------------------------------------
-    log("[figures]")
+    board.stage("figures and report")
     with stages.time("figures"):
         labels = {m.name: m.label for m in methods}
         plots.plot_sample_grids(samples, out / "samples.png")
         plots.plot_trajectories(traces, lambda xx, zz: ref.model.log_joint(xx, zz), out / "trajectories.png")
         plots.plot_delta_log_joint(lj, out / "delta_log_joint.png")
         plots.plot_log_joint({k: (v[0], v[1]) for k, v in lj.items()}, out / "log_joint.png")
-        plots.plot_training({labels[n]: tr.history for n, tr in ctx.trained.items()}, out / "training.png")
+        plots.plot_training({labels[n]: tr.history for n, tr in ctx.trained.items() if by_name[n].replica_of is None},
+                            out / "training.png")
+        curves = {}
+        for m in methods:
+            if m.replica_of is None and m.name in ctx.trained and ctx.trained[m.name].training:
+                group = [n for n in ctx.trained if n == m.name or by_name[n].replica_of == m.name]
+                pts = [ctx.trained[n].training.get("curve") or [] for n in group]
+                if any(pts) and ctx.trained[m.name].same_as is None:
+                    curves[m.label] = pts
+        curve_label = scorer.label if scorer is not None else "KID"
+        if curves:
+            plots.plot_learning_curves(curves, out / "learning_curves.png", curve_label,
+                                       {quality.REFERENCE_LABELS[r]: (references[r].get("curve_kid")) for r in references})
     with stages.time("diagnostics"):   # issue 9: flux, quenching, noise correlations, spontaneous vs evoked
         from .diagnostics import diagnostics_section
         diagnostics = diagnostics_section(traces, lj, prior_std=float(ref.model.prior_std), out=out,
@@ -160,26 +223,37 @@ def _run(cfg: StudyConfig, out: Path, noise, log, methods) -> dict:
     # 5. the table and the report -----------------------------------------------------------------------
     table = {}
     for m in methods:
+        if m.replica_of is not None:
+            continue
         p, tr = parts[m.name], ctx.trained.get(m.name)
-        add_row(table, m.name, label=m.label, kind=m.kind, training=tr.training if tr else None,
-                samples=p.get("samples"), posterior=p.get("posterior"), errors=p["errors"], not_run=p.get("not_run"),
-                metric_key=metric_key)
+        training = _seed_training(ctx, by_name, m) if tr else None
+        add_row(table, m.name, label=m.label, kind=m.kind, training=training,
+                samples=p.get("samples"), posterior=p.get("posterior"), errors=_seed_errors(parts, by_name, m),
+                not_run=p.get("not_run"), metric_key=metric_key)
+    for r in quality.REFERENCES:
+        add_row(table, r, label=quality.REFERENCE_LABELS[r], kind="reference", samples=references[r].get("samples"),
+                not_run=references[r].get("not_run"), metric_key=metric_key)
     recordings = [f"posterior_{ctx.slug(m.name)}.h5" for m in methods
                   if m.posterior is not None and (out / f"posterior_{ctx.slug(m.name)}.h5").is_file()]
     report = {
         "methods": table, "metric_key": metric_key, "feature": feature,
         "feature_label": label or getattr(net, "label", feature),
-        "real_set": {"dataset": cfg.dataset, "split": "test", "n": int(real.n), "feature": real.feature},
+        "feature_path": _feature_path(net, device),
+        "curve_metric": curve_label,
+        "budget": cfg.budget, "seeds": cfg.seeds_of(True), "architecture": cfg.architecture,
+        "real_set": quality.real_set_description(cfg, real),
         "preconditioner": ctx.preconditioner, "config": asdict(cfg), "noise_label": noise_label(cfg),
         "noise": noise if isinstance(noise, str) else noise.to_dict(),
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
         "threads": {"training_and_sampling": cfg.threads or torch.get_num_threads(), "metrics": torch.get_num_threads()},
         "versions": package_versions(), "git_commit": git_commit(),
         "diagnostics": diagnostics,
-        "figures": ["samples.png", "trajectories.png", "delta_log_joint.png", "log_joint.png", "training.png"]
-                   + list(diagnostics.get("figures", [])),
+        "figures": ["samples.png", "learning_curves.png", "trajectories.png", "delta_log_joint.png", "log_joint.png",
+                    "training.png"] + list(diagnostics.get("figures", [])),
         "recordings": recordings,
     }
+    if not curves:
+        report["figures"].remove("learning_curves.png")
     report["verdict"] = verdict(report)
     stages["total"] = time.perf_counter() - t_start
     stages.cpu["total"] = _cpu_s() - cpu_start
@@ -197,16 +271,62 @@ def _run(cfg: StudyConfig, out: Path, noise, log, methods) -> dict:
     return report
 
 
+def _feature_path(net, device) -> str | None:
+    """Which Inception path computed the features, and why (``neuro_lpc.metrics.inception.precision_reason``)."""
+    precision = getattr(net, "precision", None)
+    if precision is None:
+        return getattr(net, "key", None)
+    try:
+        from neuro_lpc.metrics.inception import precision_reason, resolve_precision
+        return precision_reason("auto" if resolve_precision("auto", device) == precision else precision, device)
+    except (ImportError, TypeError, ValueError):
+        return str(precision)
+
+
+def _seed_training(ctx, by_name, m) -> dict:
+    """A row's training columns with its seeds: the base seed's training dict, plus ``seeds`` (the list), per-seed
+    wall times, curves and convergence flags, and the row's flag: ``still improving`` when any seed is."""
+    from .curves import CONVERGED, IMPROVING, WORSE
+
+    base = dict(ctx.trained[m.name].training)
+    group = [n for n in ctx.trained if n == m.name or by_name[n].replica_of == m.name]
+    trs = [ctx.trained[n].training or {} for n in group]
+    base["seeds"] = [t.get("seed", ctx.cfg.seed + by_name[n].seed_index) for n, t in zip(group, trs)]
+    base["per_seed"] = [{"seed": s, "wall_s": t.get("wall_s"), "optimiser_steps": t.get("optimiser_steps"),
+                         "final_train_loss_per_dim": t.get("final_train_loss_per_dim"), "curve": t.get("curve"),
+                         "convergence": t.get("convergence")} for s, t in zip(base["seeds"], trs)]
+    flags = [(t.get("convergence") or {}).get("status") for t in trs]
+    flags = [f for f in flags if f]
+    if flags:
+        base["convergence_status"] = (IMPROVING if IMPROVING in flags else WORSE if WORSE in flags
+                                      else CONVERGED if all(f == CONVERGED for f in flags) else flags[0])
+    walls = [t.get("wall_s") for t in trs if isinstance(t.get("wall_s"), (int, float))]
+    if walls:
+        base["wall_s"] = float(np.mean(walls))
+        base["wall_s_seeds"] = walls
+    return base
+
+
+def _seed_errors(parts, by_name, m) -> dict:
+    """A row's errors, with a replica's training divergence named by its seed (any seed diverging marks the row)."""
+    errors = dict(parts[m.name]["errors"])
+    for name, p in parts.items():
+        if by_name.get(name) is not None and by_name[name].replica_of == m.name:
+            for stage, msg in p["errors"].items():
+                errors.setdefault(stage, f"seed {by_name[name].seed_index}: {msg}")
+    return errors
+
+
 SAMPLES_JOB = "samples of "   # a worker job: the samples and features of a row trained in the parent pass
+REFERENCE_JOB = "reference: "  # a worker job: the samples and features of a reference row (data, untrained)
 
 
-def _samples_job(methods, m, post):
+def _samples_job(by_name, m, post):
     """A worker job for a row the parent trains (e.g. ``deploy``: discrete LPC's model programmed onto the array,
-    seeded): load discrete LPC from its cache, build the row the same way, draw its samples and features."""
-    ref = next(r for r in methods if r.name == "discrete")
-
+    seeded): load its ``after`` rows from their caches, build the row the same way, draw its samples and features."""
     def job(ctx):
-        ctx.trained["discrete"] = ref.train(ctx)
+        for a in m.after:
+            ctx.trained[a] = by_name[a].train(ctx)
         return post(ctx, m.name, m.train(ctx))
     return job
 
@@ -244,6 +364,9 @@ def _train(ctx, methods, parts, stages, post=None, jobs=()):
             if m.name in cfg.skip:
                 parts[m.name]["not_run"] = "skipped (--skip)"
                 continue
+            if m.replica_of is not None and m.replica_of not in ctx.trained:   # its base row did not train
+                parts[m.name]["not_run"] = f"its seed-{cfg.seed} row did not train"
+                continue
             o = outcomes.get(m.name, {})
             if o.get("status") == "not_run":
                 parts[m.name]["not_run"] = o["message"]
@@ -253,7 +376,8 @@ def _train(ctx, methods, parts, stages, post=None, jobs=()):
                     raise DivergenceError(o["message"], step=o.get("step"), chain=o.get("chain"), unit=o.get("unit"))
                 parts[m.name]["errors"]["training"] = o["message"]
                 continue
-            log(f"[train {i}/{len(methods)}] {m.label}" + (" (trained by a worker: loading)" if o else ""))
+            if not o:
+                log(f"[train {i}/{len(methods)}] {m.label}")
             t0, c0 = time.perf_counter(), time.process_time()
             try:
                 ctx.trained[m.name] = m.train(ctx)
@@ -335,7 +459,16 @@ def build_parser():
     p.add_argument("--out", help="output folder (default runs/<time>-<noise>)")
     p.add_argument("--dataset", default="animal-mnist")
     p.add_argument("--data-root")
-    p.add_argument("--quick", action="store_true", help="a <= 2-minute version (for tests and a first look)")
+    p.add_argument("--quick", action="store_true", help="= --budget quick: a <= 2-minute first look (models not trained "
+                                                        "enough to rank)")
+    p.add_argument("--budget", default="default", help="quick | default (<= 10 min on 2 CPU cores) | long (<= 30 min) | "
+                                                       "paper (the paper's settings, for a GPU); docs/study.md")
+    p.add_argument("--seeds", type=int, help="training seeds of the compared rows (discrete LPC, each circuit row); "
+                                             "default: the budget's (3)")
+    p.add_argument("--architecture", help="decoder/encoder: auto (mlp for 28x28 data on a CPU, else conv) | mlp | conv "
+                                          "(the paper's Table 2)")
+    p.add_argument("--train-epochs", type=float, help="epochs of every training row (default: the budget's)")
+    p.add_argument("--curve-points", type=int, help="learning-curve points per training (default 5; 0: none)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--feature", default="auto",
@@ -366,14 +499,17 @@ def build_parser():
 
 def config_from_args(args) -> StudyConfig:
     cfg = StudyConfig(noise=args.noise, noise_config=args.noise_config, model=args.model, out=args.out, dataset=args.dataset,
-                      data_root=args.data_root, quick=args.quick, seed=args.seed, device=args.device, feature=args.feature,
+                      data_root=args.data_root, quick=args.quick, budget=args.budget, seed=args.seed, device=args.device,
+                      feature=args.feature,
                       full_protocol=args.full_protocol, cache_dir=args.cache_dir, learning=args.learning,
                       skip=[s.strip() for s in args.skip.split(",") if s.strip()])
     cfg.apply_quick()
     for name in ("tau_z", "tau_e", "n_samples", "train_batches", "langevin_steps", "posterior_steps", "onset_steps",
-                 "preconditioner", "threads", "train_workers"):
+                 "preconditioner", "threads", "train_workers", "seeds", "architecture", "train_epochs", "curve_points"):
         if getattr(args, name) is not None:
             setattr(cfg, name, getattr(args, name))
+    if args.train_batches is not None and args.train_epochs is None:
+        cfg.train_epochs = None        # steps given: they win over the budget's epochs
     cfg.quick = False  # already applied; flags above override the quick sizes
     if cfg.out is None:
         cfg.out = default_out(cfg)

@@ -5,7 +5,7 @@ One module per job (each with its formulas in its docstring; docs/metrics.md has
 ``frechet``     Fréchet distance (FID with Inception features) and its bootstrap standard error.
 ``kid``         Kernel Inception Distance (unbiased MMD^2, cubic polynomial kernel) with its SE.
 ``knn``         precision, recall, density, coverage (k-NN balls) and bootstrap SEs.
-``inception``   the FID Inception-v3 network: exact TorchScript reference and the fast CPU path.
+``inception``   the FID Inception-v3 network: exact TorchScript reference, fast fp32 and bf16 CPU paths.
 ``classifier``  a small conv classifier as a feature network (metric ``fd``, not comparable to FID).
 ``diversity``   pixel / feature diversity and the collapse rule :func:`detect_collapse`.
 ``evaluate``    the feature-network registry, cached real statistics and :func:`evaluate_samples`.
@@ -51,14 +51,18 @@ from .evaluate import (FEATURE_NETWORKS, RealStatistics, _make_classifier, _make
 from .frechet import (feature_statistics, frechet_distance, frechet_distance_features, frechet_distance_se,
                       trace_sqrt_product)
 from .inception import (FID_INCEPTION_FILE, FID_INCEPTION_INPUT_RANGE, FID_INCEPTION_PACKAGE, FID_INCEPTION_SHA256,
-                        FID_INCEPTION_SIZE, FID_LABEL, INCEPTION_PRECISIONS, FastInception, InceptionFeatures, _sha256,
-                        fid_inception_path, file_sha256, load_fid_inception)
+                        FID_INCEPTION_SIZE, FID_LABEL, INCEPTION_PRECISIONS, NATIVE_BF16_CAPABILITIES, Bf16ConvReLU,
+                        Bf16Inception,
+                        FastInception, InceptionFeatures, _sha256, cpu_bf16_capabilities, cpu_has_native_bf16,
+                        fid_inception_path, file_sha256, load_fid_inception, precision_reason, resolve_precision)
 from .kid import kernel_inception_distance, mmd2_unbiased, polynomial_kernel
 from .knn import _as_feature_tensor, _chunk, density_coverage, kth_neighbour_radii
 
 __all__ = [
     "FD_CLASSIFIER_LABEL", "FEATURE_NETWORKS", "FID_INCEPTION_FILE", "FID_INCEPTION_INPUT_RANGE", "FID_INCEPTION_PACKAGE",
-    "FID_INCEPTION_SHA256", "FID_INCEPTION_SIZE", "FID_LABEL", "INCEPTION_PRECISIONS", "FastInception", "InceptionFeatures",
+    "FID_INCEPTION_SHA256", "FID_INCEPTION_SIZE", "FID_LABEL", "INCEPTION_PRECISIONS", "NATIVE_BF16_CAPABILITIES",
+    "Bf16ConvReLU", "Bf16Inception", "FastInception", "InceptionFeatures", "cpu_bf16_capabilities", "cpu_has_native_bf16",
+    "precision_reason", "resolve_precision",
     "RealStatistics", "SmallClassifier", "SmallClassifierFeatures", "classifier_accuracy", "default_cache_dir",
     "default_feature", "density_coverage", "detect_collapse", "duplicate_fraction", "evaluate_samples",
     "feature_spread", "feature_statistics", "fid_inception_path", "file_sha256", "flatness", "frechet_distance",

