@@ -134,11 +134,12 @@ def _fids(n_real: int, n_other: int, reference: str, others=("held-out", "blurre
 
 @NEEDS_NATIVE_BF16
 def test_bf16_fid_within_one_percent_of_fp32():
-    # 200 real test images against 100 held-out and 100 blurred (sigma 2 px) training images: FIDs ~76 and
-    # ~290; measured bf16 / fp32 - 1 about -0.2% and +0.1% (within 0.4% over random subsets of this size).
+    # 100 real test images against 100 held-out and 100 blurred (sigma 2 px) training images (kept small for the
+    # default suite: 400 fast + 300 bf16 feature passes); measured bf16 / fp32 - 1 within 0.38% over random subsets
+    # of this size, against the 1% bound.
     # The fp32 side is the fast path (fp32 arithmetic; its FIDs equal the TorchScript network's to 1e-6,
     # test_metrics_inception_fast.py) to keep this test short; the slow test uses the TorchScript network.
-    exact, approx = _fids(200, 100, "fast", others=("held-out", "blurred"))
+    exact, approx = _fids(100, 100, "fast", others=("held-out", "blurred"))
     for name in exact:
         assert exact[name] > 30, (name, exact[name])  # a real distance, so that 1% of it means something
         assert abs(approx[name] / exact[name] - 1) < FID_RTOL, (name, exact[name], approx[name])

@@ -222,8 +222,9 @@ def cpu_bf16_capabilities() -> tuple[str, ...]:
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU runs bf16 convolutions natively (AMX-BF16 or AVX512-BF16, with oneDNN): ``"auto"`` -> ``"bf16"``.
 
-    Decided from the CPU's flags, not from a timing: with them bf16 measured 3.1-3.6x the fp32
-    reference (AMD EPYC with AVX512-BF16; Intel Xeon with AMX), without them 0.17x (AVX2, emulated).
+    Decided from the CPU's flags, not from a timing: with them bf16 measured 3.1x the fp32 reference
+    (AMD EPYC with AVX512-BF16, issue 14) and 3.1-6.4x (Intel Xeon with AMX, under load), without them
+    0.17x (AMD Zen 3, AVX2: emulated).
     """
     return bool(cpu_bf16_capabilities())
 
@@ -281,7 +282,7 @@ class Bf16ConvReLU(nn.Module):
     On CPU with oneDNN it is one fused op (``mkldnn._convolution_pointwise``: bf16 x bf16 products,
     fp32 accumulation, + fp32 bias, ReLU, one rounding to bf16). Keeping the bias in float32 matters:
     a bias rounded to bf16 is the same error for every image, so it does not average out; it shrank
-    the features by 0.3% and FIDs by ~0.6% (docs/metrics.md). Elsewhere (no oneDNN, other devices)
+    the features by 0.3% and moved real-vs-real FID by -0.6% (docs/metrics.md). Elsewhere (no oneDNN, other devices)
     the same arithmetic unfused: bf16 conv, + fp32 bias, ReLU, back to bf16.
     """
 
