@@ -191,11 +191,12 @@ def plot_learning_curves(curves: dict[str, list[list[dict]]], path, metric_label
                             label=name if i == 0 else None)
     for ax in axes:
         for j, (name, v) in enumerate((references or {}).items()):
-            if v is not None and math.isfinite(v):
+            if v is not None and math.isfinite(v) and v > 0:   # KID is unbiased: the data floor may read <= 0
                 ax.axhline(v, color="k", ls=("--", ":")[j % 2], lw=1, label=name)
+            elif v is not None and math.isfinite(v):
+                ax.plot([], [], color="k", ls=("--", ":")[j % 2], lw=1, label=f"{name}: {v:.3g} (≤ 0, off the log axis)")
         ax.set_xscale("log")
-        lo = min([abs(v) for v in (references or {}).values() if v is not None and math.isfinite(v) and v != 0] or [1.0])
-        ax.set_yscale("symlog", linthresh=max(lo, 1e-6))
+        ax.set_yscale("log")
     axes[0].set_xlabel("optimiser steps")
     axes[1].set_xlabel("training wall time (s, one thread; curve points not counted)")
     axes[0].set_ylabel(f"{metric_label} (lower is better)")

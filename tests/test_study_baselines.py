@@ -53,7 +53,10 @@ def test_pc_trainer_chain_is_deterministic_gradient_ascent(precondition):
             if getattr(trainer.sampler, "max_gain", None) is not None:
                 G = G.clamp(max=trainer.sampler.max_gain)
             z = z + cfg.step_size * G * s
-        torch.testing.assert_close(a.z_trace[t - 1], z, rtol=1e-5, atol=1e-6)
+        # float32 rounding differs between the sampler's fused likelihood pass and this recurrence; the
+        # preconditioned gain (1 / sqrt(m), large where m is small) amplifies it to ~1e-5 over 25 steps -- far below
+        # the O(sqrt(2 gamma)) ~ 0.3 that a noise draw would leave
+        torch.testing.assert_close(a.z_trace[t - 1], z, rtol=1e-4, atol=1e-5)
     # and it climbs: noise-free PC is ascent on log p(x, z)
     assert (model.log_joint(x, a.z) > model.log_joint(x, z0)).all()
     # the LPC sampler (T = 1) is not deterministic

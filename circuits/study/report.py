@@ -289,14 +289,18 @@ def verdict(report: dict) -> list[str]:
             else:
                 line += " Every ranked row sits below the untrained ceiling."
         out.append(line)
+    improving = []
     for n, r in m.items():
         tr = r.get("training") or {}
         if r["ranked"] and tr.get("convergence_status") == "still improving":
             ch = next((p["convergence"] for p in tr.get("per_seed", []) if (p.get("convergence") or {}).get("status")
                        == "still improving"), tr.get("convergence") or {})
-            out.append(f"{r['label']} was still improving at the end of its budget ({report.get('curve_metric', 'KID')} "
-                       f"changed by {pm(ch.get('change') or 0, ch.get('change_se') or 0)} from step "
-                       f"{ch.get('from_step')} to {ch.get('to_step')}): its rank is a statement about this budget only.")
+            improving.append(f"{r['label']} ({pm(ch.get('change') or 0, ch.get('change_se') or 0)} from step "
+                             f"{ch.get('from_step')} to {ch.get('to_step')})")
+    if improving:
+        out.append(f"Still improving at the end of the budget ({report.get('curve_metric', 'KID')} over the last "
+                   f"doubling of training, beyond 2 se): {'; '.join(improving)}: "
+                   f"{'its rank is' if len(improving) == 1 else 'their ranks are'} a statement about this budget only.")
     ref = m.get("discrete")
     if ref and ref["ranked"]:
         for name, r in m.items():
@@ -320,6 +324,11 @@ def verdict(report: dict) -> list[str]:
                     tr = r.get("training") or {}
                     out.append(f"Against {r['label']} ({tr.get('budget', '')}: {_num(tr.get('optimiser_steps'))} optimiser "
                                f"steps, {_num(tr.get('wall_s'), 3)} s): {ph}.")
+                c = _rank_cmp(r, ref)
+                if c and c[0] == "better":
+                    ag = aggregate_phrase(r, ref)
+                    if ag:
+                        out.append(ag)
     elif ref is not None:
         out.append(f"{ref['label']} is {ref['status']}: there is no reference for the comparisons.")
     for name, r in m.items():
