@@ -1,8 +1,9 @@
 #!/usr/bin/env python
 """Circuit vs discrete LPC on the same data, with a report and figures (the project's main job).
 
-    python sims/run_circuit.py --noise analog            # ~5-10 min on 2 CPU cores; GPU when present
-    python sims/run_circuit.py --noise ideal --quick     # <= 2 min
+    python sims/run_circuit.py --noise analog            # budget default: 3 seeds, 5 epochs (~17 min on 2 CPU cores)
+    python sims/run_circuit.py --noise ideal --quick     # a first look; models not trained enough to rank
+    python sims/run_circuit.py --budget long             # 16 epochs; --budget paper: the paper's settings (a GPU)
 """
 import sys
 from pathlib import Path
