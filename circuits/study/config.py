@@ -130,8 +130,6 @@ class StudyConfig:
             self.n_samples, self.feature = 50_000, "inception"
         return self
 
-    apply_budget = apply_quick
-
     def steps_per_epoch(self, n_train: int) -> int:
         return max(1, n_train // self.batch_size)
 

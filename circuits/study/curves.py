@@ -71,13 +71,12 @@ class CurveRecorder:
     point to ``folder/curve.jsonl``; returns the seconds it took (not counted as training)."""
 
     def __init__(self, steps: list[int], sample: Callable, score: Callable, n: int, seed: int, folder: Path | None,
-                 progress: Callable | None = None, points: int | None = None):
+                 points: int | None = None):
         self.steps, self.sample, self.score, self.n, self.seed = set(int(s) for s in steps), sample, score, n, seed
         self.n_points = points if points is not None else len(self.steps)
         self.walls: list[float] | None = None  # a wall-time budget training: points at budget / 2^k of training time
         self.path = Path(folder) / CURVE_FILE if folder is not None else None
         self.points: list[dict] = []
-        self.progress = progress
         self._synced = False
 
     def resume(self, step: int) -> None:
@@ -126,8 +125,6 @@ class CurveRecorder:
         if self.path is not None:
             with open(self.path, "a") as f:
                 f.write(json.dumps(point) + "\n")
-        if self.progress is not None:
-            self.progress(point)
         return time.perf_counter() - t0
 
 

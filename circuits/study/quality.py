@@ -178,7 +178,7 @@ def evaluate_reference(which: str, done, real, net, feature: str, cfg, device, i
 
 
 # ------------------------------------------------------------------------------------ learning curves
-def curve_scorer(cfg, device, info, test_set, net):
+def curve_scorer(cfg, device, info, net):
     """The learning curves' metric (``circuits.study.curves``): KID on the small classifier's features (labelled
     data sets; trained once per data set, cached) against 2,000 training images; the run's own feature network
     where the data set has no labels or on a GPU."""

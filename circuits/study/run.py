@@ -120,7 +120,7 @@ def _run(cfg: StudyConfig, out: Path, noise, log, methods) -> dict:
     with stages.time("metrics: feature network"):
         board.stage("feature networks")
         net = quality.feature_network(cfg, device, feature)
-        scorer = quality.curve_scorer(cfg, device, info, test_set, net) if cfg.curve_points else None
+        scorer = quality.curve_scorer(cfg, device, info, net) if cfg.curve_points else None
     if scorer is not None:
         ctx.curve_recorder = quality.curve_recorder_factory(cfg, scorer)
     n_for = quality.samples_per_row(cfg, by_name)
@@ -159,13 +159,11 @@ def _run(cfg: StudyConfig, out: Path, noise, log, methods) -> dict:
                                             quality.sample_seed(cfg, by_name[name]), device)
                 feats = (quality.features_in_parallel(net, imgs, workers, out)
                          if torch.isfinite(imgs).all() else None)
-                if feats is None and torch.isfinite(imgs).all():
-                    feats = net(imgs)
         images[name], features[name] = imgs, feats
     for m in methods:
         if m.replica_of is not None or m.name not in images:
             continue
-        group = [r.name for r in methods if (r.name == m.name or r.replica_of == m.name) and r.name in images]
+        group = _seed_group(m.name, images, by_name)
         with stages.time(f"metrics: {m.name}"):
             try:
                 q = quality.evaluate_group([images[g] for g in group], [features[g] for g in group], real, net,
@@ -207,10 +205,9 @@ def _run(cfg: StudyConfig, out: Path, noise, log, methods) -> dict:
         curves = {}
         for m in methods:
             if m.replica_of is None and m.name in ctx.trained and ctx.trained[m.name].training:
-                group = [n for n in ctx.trained if n == m.name or by_name[n].replica_of == m.name]
-                pts = [ctx.trained[n].training.get("curve") or [] for n in group]
-                if any(pts) and ctx.trained[m.name].same_as is None:
-                    curves[m.label] = pts
+                pts = [ctx.trained[n].training.get("curve") or [] for n in _seed_group(m.name, ctx.trained, by_name)]
+                if any(pts) and ctx.trained[m.name].same_as is None and pts not in curves.values():
+                    curves[m.label] = pts          # (deploy rows share discrete LPC's training: drawn once)
         curve_label = scorer.label if scorer is not None else "KID"
         if curves:
             plots.plot_learning_curves(curves, out / "learning_curves.png", curve_label,
@@ -283,13 +280,18 @@ def _feature_path(net, device) -> str | None:
         return str(precision)
 
 
+def _seed_group(base: str, names, by_name) -> list[str]:
+    """The row ``base`` and its seed replicas among ``names``, in seed order."""
+    return [n for n in names if n == base or by_name[n].replica_of == base]
+
+
 def _seed_training(ctx, by_name, m) -> dict:
     """A row's training columns with its seeds: the base seed's training dict, plus ``seeds`` (the list), per-seed
     wall times, curves and convergence flags, and the row's flag: ``still improving`` when any seed is."""
     from .curves import CONVERGED, IMPROVING, WORSE
 
     base = dict(ctx.trained[m.name].training)
-    group = [n for n in ctx.trained if n == m.name or by_name[n].replica_of == m.name]
+    group = _seed_group(m.name, ctx.trained, by_name)
     trs = [ctx.trained[n].training or {} for n in group]
     base["seeds"] = [t.get("seed", ctx.cfg.seed + by_name[n].seed_index) for n, t in zip(group, trs)]
     base["per_seed"] = [{"seed": s, "wall_s": t.get("wall_s"), "optimiser_steps": t.get("optimiser_steps"),
@@ -461,8 +463,9 @@ def build_parser():
     p.add_argument("--data-root")
     p.add_argument("--quick", action="store_true", help="= --budget quick: a <= 2-minute first look (models not trained "
                                                         "enough to rank)")
-    p.add_argument("--budget", default="default", help="quick | default (<= 10 min on 2 CPU cores) | long (<= 30 min) | "
-                                                       "paper (the paper's settings, for a GPU); docs/study.md")
+    p.add_argument("--budget", default="default", help="quick | default (target 10 min on 2 CPU cores; measured 17) | "
+                                                       "long (16 epochs) | paper (the paper's settings, for a GPU); "
+                                                       "docs/study.md")
     p.add_argument("--seeds", type=int, help="training seeds of the compared rows (discrete LPC, each circuit row); "
                                              "default: the budget's (3)")
     p.add_argument("--architecture", help="decoder/encoder: auto (mlp for 28x28 data on a CPU, else conv) | mlp | conv "
