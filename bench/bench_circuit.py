@@ -34,7 +34,7 @@ from torch import nn  # noqa: E402
 from circuits import Circuit, CircuitConfig  # noqa: E402
 from neuro_lpc import GaussianLikelihood, GenerativeModel, LangevinSampler  # noqa: E402
 from neuro_lpc.likelihoods import LOG_2PI  # noqa: E402
-from neuro_lpc.models import ConvDecoder  # noqa: E402
+from neuro_lpc.networks import ConvDecoder  # noqa: E402
 
 D, N, B = 40, 784, 64
 DT, TAU_Z, TAU_E, SIGMA, REC = 1e-4, 1e-2, 2e-3, 0.5, 10

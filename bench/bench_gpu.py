@@ -115,7 +115,7 @@ def precond_sampling(dev, steps, repeats, batch=64):
     """Row 4: preconditioned sampling step / floor at 28x28, per mode."""
     from bench_langevin import floor_loop
     from neuro_lpc import DiscretizedGaussianLikelihood, GenerativeModel, LangevinSampler
-    from neuro_lpc.models import ConvDecoder
+    from neuro_lpc.networks import ConvDecoder
 
     torch.manual_seed(0)
     model = GenerativeModel(ConvDecoder(28, 1), DiscretizedGaussianLikelihood(0.1)).to(dev)

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from neuro_lpc import DiscretizedGaussianLikelihood, GenerativeModel, LangevinSampler  # noqa: E402
-from neuro_lpc.models import ConvDecoder  # noqa: E402
+from neuro_lpc.networks import ConvDecoder  # noqa: E402
 
 
 def sync(dev):

@@ -58,7 +58,7 @@ def _x(batch, channels, size, dev, seed=0):
 def bench_langevin(dev, a):
     from bench_langevin import floor_loop
     from neuro_lpc import DiscretizedGaussianLikelihood, GenerativeModel, LangevinSampler
-    from neuro_lpc.models import ConvDecoder
+    from neuro_lpc.networks import ConvDecoder
 
     torch.manual_seed(0)
     model = GenerativeModel(ConvDecoder(28, 1), DiscretizedGaussianLikelihood(0.1)).to(dev)
@@ -171,7 +171,7 @@ def bench_circuit(dev, a):
 def _langevin_memory_probe(T: int, device: str) -> None:
     """Child process: peak memory of one training chain of T steps (printed as JSON)."""
     from neuro_lpc import DiscretizedGaussianLikelihood, GenerativeModel, LangevinSampler
-    from neuro_lpc.models import ConvDecoder
+    from neuro_lpc.networks import ConvDecoder
 
     dev = torch.device(device)
     torch.manual_seed(0)

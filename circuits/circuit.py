@@ -14,7 +14,8 @@ Langevin diffusion of p(z | x) with time scaled by 1 / tau_z (its invariant law 
 With finite tau_e the z-marginal keeps the posterior mean but *not* its covariance
 (``circuits.analysis``, ``docs/circuits.md``).
 
-Integration is fixed-step Euler-Maruyama (``circuits.integrate``): every state advances together
+The units' equations are written once, in ``circuits.units``.  Integration is fixed-step Euler-Maruyama
+(``circuits.integrate``; the per-step kernels in ``circuits.run.KERNELS``): every state advances together
 from the old state, except that z moves with the gain G of the *updated* gain units (Algorithm 1's
 order: m' = m + (dt/tau_m)(s^2 - m) first, then z' = z + (dt/tau_z) G(m') s + ...; s at the old state).
 Key limit: with tau_e = 0, no extra noise, no preconditioning and dt = gamma * tau_z one step is
@@ -32,48 +33,38 @@ Usage::
 """
 from __future__ import annotations
 
-import dataclasses
 import os
-from typing import Any
 
 import torch
 from torch import nn
 
-from neuro_lpc.likelihoods import GaussianLikelihood
 from neuro_lpc.model import GenerativeModel
 from neuro_lpc.record import Trajectory
 
+from .bound import BoundCircuit
 from .config import ERROR_FORMS, LEARNING_RULES, CircuitConfig
-from .integrate import check_step_size, run_em, run_ode
-from .noise import CircuitContext
-from .noise.devices import AnalogArray
-from .run import CircuitRun  # noqa: F401  (re-exported: ``from circuits.circuit import CircuitRun``)
-from .timescales import Timescales, derive_seed
+from .integrate import run_em, run_ode
+from .noise.arrays import AnalogArray
+from .run_weights import RunWeights
+from .stability import check_step_size
 
 __all__ = ["CircuitConfig", "Circuit", "ERROR_FORMS", "LEARNING_RULES"]
 
 
-def _error_scale(likelihood) -> float:
-    """Natural scale of the error units: 1/sigma for (discretised) Gaussians, 1 otherwise."""
-    sigma = getattr(likelihood, "sigma", None)
-    if sigma is None:
-        return 1.0
-    return 1.0 / float(sigma.detach() if isinstance(sigma, torch.Tensor) else sigma)
-
-
-class Circuit:
+class Circuit(BoundCircuit):
     """The LPC circuit for a ``neuro_lpc.GenerativeModel`` under a :class:`CircuitConfig`.
 
-    Construction validates everything that can be checked before a run (config, noise model,
-    time constants, the Euler-Maruyama stability of dt) and makes every frozen draw (device mismatch,
-    programming noise, per-unit time constants) from ``config.seed``.
+    Construction (``circuits.bound.BoundCircuit``) validates everything that can be checked before a run (config,
+    noise model, time constants) and makes every frozen draw (device mismatch, programming noise, per-unit time
+    constants) from ``config.seed``; then the Euler-Maruyama stability of dt is checked
+    (``circuits.stability.check_step_size``).
 
     Attributes: ``model``, ``config``, ``noise`` (NoiseModel), ``temperature``, ``timescales``
     (per-unit, on the device), ``sources`` (the bound noise sources that act), ``frozen`` (every frozen
     draw by name), ``state`` (z, eps, m and t after the last ``simulate``), ``array`` (the analog array
     holding the decoder's weights when weight-device sources are on, else None).
 
-    ``array``: an :class:`~circuits.noise.devices.AnalogArray` the decoder's weights are read from
+    ``array``: an :class:`~circuits.noise.arrays.AnalogArray` the decoder's weights are read from
     (an owner -- a trainer, a deployment -- keeps it across circuits and advances its clock). Without
     one, weight-device sources program a fresh array from the model's weights at construction (one
     programming draw from ``config.seed``) whose clock starts at the drift source's ``t_start``.
@@ -86,82 +77,9 @@ class Circuit:
 
     def __init__(self, model: GenerativeModel, config: CircuitConfig | None = None, *, array: AnalogArray | None = None,
                  noise_state: dict | None = None, frozen_cache: dict | None = None, **overrides):
-        if not isinstance(model, GenerativeModel):
-            raise TypeError(f"model must be a neuro_lpc.GenerativeModel, got {type(model).__name__}")
-        config = dataclasses.replace(config or CircuitConfig(), **overrides) if overrides else (config or CircuitConfig())
-        self.config = config.validate()
-        self.model = model
-        p = next(model.parameters(), None)
-        model_device = p.device if p is not None else torch.device("cpu")
-        self.device = torch.device(config.device) if config.device is not None else model_device
-        if self.device.type == "cuda" and self.device.index is None:
-            self.device = torch.device("cuda", torch.cuda.current_device())
-        if model_device != self.device:
-            raise ValueError(f"the model is on {model_device} but the circuit runs on {self.device}: "
-                             f"move the model first (model.to('{self.device}'))")
-        self.dtype = p.dtype if p is not None else torch.get_default_dtype()
-        self.noise = config.noise_model()
-        self.temperature = config.resolved_temperature()
-        self.timescale_model = config.timescale_model()
-        self.linear_decoder = type(model.decoder) is nn.Linear
-        self.gaussian = isinstance(model.likelihood, GaussianLikelihood)
-        if config.error_form == "bogacz" and not self.gaussian:
-            raise ValueError("error_form='bogacz' (precision as the error unit's leak) needs a GaussianLikelihood, "
-                             f"got {type(model.likelihood).__name__}; use error_form='error'")
-        ts = self.timescale_model.build(config.tau_z, config.tau_e, config.gain_tau(), model.latent_dim,
-                                        model.output_shape, seed=config.seed)
-        self.timescales: Timescales = ts.to(self.device, self.dtype)
-        self.prior_std = float(model.prior_std)
-        self.error_scale = _error_scale(model.likelihood)
-        frozen_gen = torch.Generator().manual_seed(derive_seed(config.seed, 2))
-        self.context = CircuitContext(
-            latent_dim=model.latent_dim, obs_shape=tuple(model.output_shape), device=self.device, dtype=self.dtype,
-            dt=float(config.dt), timescales=self.timescales, temperature=self.temperature, prior_std=self.prior_std,
-            error_scale=self.error_scale, weights={n: w.detach() for n, w in model.decoder.named_parameters()},
-            frozen_gen=frozen_gen, noise_state=noise_state, frozen_cache=frozen_cache)
-        self.sources = self.noise.bind(self.context)
-        self.array = array
-        if array is None and any(b.weight_device for b in self.sources):
-            self.array = AnalogArray.from_noise(dict(model.decoder.named_parameters()), self.noise.sources,
-                                                seed=config.seed, program_gen=frozen_gen)
-        # hooks collected once: a source with nothing to do costs nothing per step
-        hooks = {}
-        for name in ("value_transform", "prediction_transform", "error_transform", "weight_static", "weight_dynamic",
-                     "feedback_static", "pre_step", "value_increment", "error_increment", "state_clip", "record"):
-            hooks[name] = [getattr(b, name) for b in self.sources if getattr(b, name) is not None]
-        self.hooks = hooks
-        self.frozen = {f"{b.source.type}[{i}].{k}": v for i, b in enumerate(self.sources) for k, v in b.frozen.items()
-                       if isinstance(v, torch.Tensor)}
-        if self.array is not None:
-            for n in self.array.names:
-                self.frozen[f"array.programmed.{n}"] = self.array.stored[n]
-                if n in self.array.nu:
-                    self.frozen[f"array.nu.{n}"] = self.array.nu[n]
-        self.state: dict[str, Any] | None = None
+        super().__init__(model, config, array=array, noise_state=noise_state, frozen_cache=frozen_cache, **overrides)
         check_step_size(self)
 
-    # ------------------------------------------------------------------ properties
-    @property
-    def adiabatic(self) -> bool:
-        return self.timescales.adiabatic
-
-    @property
-    def preconditioned(self) -> bool:
-        return self.config.preconditioned
-
-    @property
-    def uniform_timescales(self) -> bool:
-        ts = self.timescales
-        return not any(isinstance(t, torch.Tensor) for t in (ts.tau_z, ts.tau_e, ts.tau_m))
-
-    def attrs(self, **extra) -> dict:
-        """The run attributes stored with every trajectory / recording."""
-        return {"config": self.config.to_dict(), "noise_model": self.noise.to_dict(), "seed": self.config.seed,
-                "dt": float(self.config.dt), "temperature": self.temperature,
-                "timescale_model": self.timescale_model.to_dict(), "adiabatic": self.adiabatic,
-                "latent_dim": self.model.latent_dim, **extra}
-
-    # ---------------------------------------------------------------------- public
     def simulate(self, x: torch.Tensor, z0: torch.Tensor | str | None = None, steps: int = 1000,
                  record_every: int = 10, generator: torch.Generator | None = None, encoder: nn.Module | None = None,
                  accumulate_grad: bool = False, grad_scale: float | None = None, online_lr: float | None = None,
@@ -215,10 +133,12 @@ class Circuit:
                 raise ValueError(f"fast='graphs' runs sampling only: drop {', '.join(given)} (or use fast=None)")
             from .fast import simulate_graphed
             return simulate_graphed(self, x, z0, steps=steps, record_every=record_every, generator=generator)
-        return run_em(self, x, z0=z0, steps=steps, record_every=record_every, generator=generator, encoder=encoder,
+        traj, self.state = run_em(self, x, z0=z0, steps=steps, record_every=record_every, generator=generator,
+                                  encoder=encoder,
                       accumulate_grad=accumulate_grad, grad_scale=grad_scale, online_lr=online_lr,
                       record_path=record_path if record_path is not None else self.config.record_path,
                       keep_records=keep_records, record_eps=record_eps, records=records)
+        return traj
 
     def simulate_ode(self, x: torch.Tensor, z0: torch.Tensor | str | None = None, t_end: float = 0.1,
                      n_points: int = 101, t: torch.Tensor | None = None, method: str = "dopri5",
@@ -230,51 +150,27 @@ class Circuit:
         Euler-Maruyama under preset ``none`` converges to as dt -> 0. The config must have no noise
         sources (the temperature is ignored: the ODE is the T = 0 circuit).
         """
-        return run_ode(self, x, z0=z0, t_end=t_end, n_points=n_points, t=t, method=method, rtol=rtol, atol=atol,
+        traj, self.state = run_ode(self, x, z0=z0, t_end=t_end, n_points=n_points, t=t, method=method, rtol=rtol, atol=atol,
                        generator=generator, encoder=encoder)
+        return traj
 
     def effective_weights(self, t: float = 0.0) -> tuple[dict, dict]:
         """(forward, feedback) decoder weights a run sees at run time ``t`` (s), without read noise (which is
         fresh per product): the array's reads (programming, drift) and the static weight hooks."""
-        from .weights import _Weights
-        w = _Weights(self, learning=False)
+        w = RunWeights(self, learning=False)
         w._build(float(t), None)
         params = {n: p.detach() for n, p in self.model.decoder.named_parameters()}
         fwd = params if w.fwd is None else {n: v.detach() for n, v in w.fwd.items()}
         fb = fwd if w.fb is None or w.fb is w.fwd else {n: v.detach() for n, v in w.fb.items()}
         return fwd, fb
 
-    # -------------------------------------------------------------------- helpers
-    def initial_state(self, x: torch.Tensor, z0, generator: torch.Generator | None,
-                      encoder) -> tuple[torch.Tensor, torch.Tensor]:
-        """Validated (x, z0) on the circuit's device/dtype (see ``simulate``)."""
-        model = self.model
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
-        x = x.to(self.device, self.dtype)
-        model.check_inputs(x)
-        if not torch.isfinite(x).all():
-            raise ValueError("x contains NaN or inf")
-        B = x.shape[0]
-        if z0 is None or (isinstance(z0, str) and z0 == "prior"):
-            z0 = self.prior_std * torch.randn((B, model.latent_dim), generator=generator, device=self.device,
-                                              dtype=self.dtype)
-        elif isinstance(z0, str) and z0 == "encoder":
-            if encoder is None:
-                raise ValueError("z0='encoder' needs encoder= (a module returning (mean, var))")
-            with torch.no_grad():
-                out = encoder(x)
-            if not (isinstance(out, (tuple, list)) and len(out) == 2):
-                raise ValueError("encoder(x) must return (mean, var)")
-            mean, var = (o.detach().to(self.device, self.dtype) for o in out)
-            z0 = mean + var.sqrt() * torch.randn(mean.shape, generator=generator, device=self.device, dtype=self.dtype)
-        elif isinstance(z0, str):
-            raise ValueError(f"z0 must be a tensor, None, 'prior' or 'encoder', got {z0!r}")
-        elif isinstance(z0, torch.Tensor):
-            z0 = z0.detach().to(self.device, self.dtype)
-        else:
-            raise TypeError(f"z0 must be a tensor, None, 'prior' or 'encoder', got {type(z0).__name__}")
-        model.check_inputs(x, z0)
-        if not torch.isfinite(z0).all():
-            raise ValueError("z0 contains NaN or inf")
-        return x, z0.clone()
+
+def __getattr__(name):
+    """``circuits.circuit.CircuitRun`` (deprecated): the run moved to ``circuits.run``."""
+    if name == "CircuitRun":
+        import warnings
+        warnings.warn("circuits.circuit.CircuitRun is deprecated; use circuits.run.CircuitRun", DeprecationWarning,
+                      stacklevel=2)
+        from .run import CircuitRun
+        return CircuitRun
+    raise AttributeError(f"module 'circuits.circuit' has no attribute {name!r}")

@@ -9,8 +9,8 @@ which for the reduced linear kernel rebuilds eps from the host step count), so a
 What a graph can hold: every per-step quantity must live in a tensor the graph captured. That excludes
 noise sources (dynamic states, per-step Python bookkeeping), analog arrays, Adam's bias-corrected gain
 units (1 - beta^t is a host number per step; ``precondition=True`` / "rms" gain units are fine), the
-"frozen" preconditioner and learning. Those runs, and every run off CUDA, go through ``Circuit.simulate``
-(the eager loop) and the trajectory's ``attrs["fast"]`` says why. The intrinsic noise comes from the
+"frozen" preconditioner and learning. Those runs, and every run off CUDA, go through the eager loop
+(``circuits.integrate.run_em``) and the trajectory's ``attrs["fast"]`` says why. The intrinsic noise comes from the
 run's generator registered with the graph (``CUDAGraph.register_generator_state``): every replay draws
 fresh numbers, the same law as the eager loop (the numbers themselves are the eager ones only where the
 Philox offsets agree).
@@ -19,17 +19,20 @@ Buffer swaps: a step swaps z with its scratch buffer (and eps with its own for f
 odd number of swaps the graph ends with the state in the other buffer; the capture then ends with one
 copy back into the starting buffer, so every replay starts and ends on the same addresses.
 
-NaN/inf: checked on the host after every ``check_every`` steps' worth of blocks; on failure the window
-is replayed eagerly from the last good snapshot to name the first bad step and unit, as the eager loop does.
+NaN/inf: the eager loop's divergence guard (``circuits._loop.DivergenceGuard``), checked on the host after every
+``check_every`` steps' worth of blocks; on failure the window is replayed eagerly from the last good snapshot to
+name the first bad step and unit.
 """
 from __future__ import annotations
 
 import torch
 
-from neuro_lpc.errors import DivergenceError
 from neuro_lpc.record import Trajectory
 
-from .integrate import _check_int, _make_generator, _Records
+from ._checks import check_int
+from ._loop import DivergenceGuard, Records, final_state
+from .bound import BoundCircuit
+from .integrate import run_em
 from .run import CircuitRun
 
 __all__ = ["simulate_graphed", "graph_unsupported_reason"]
@@ -37,7 +40,7 @@ __all__ = ["simulate_graphed", "graph_unsupported_reason"]
 _SWAPS = (("z", "zn"), ("_eps", "en"))
 
 
-def graph_unsupported_reason(circuit, accumulate_grad: bool = False) -> str | None:
+def graph_unsupported_reason(circuit: BoundCircuit, accumulate_grad: bool = False) -> str | None:
     """Why this circuit's run cannot be captured (None when it can)."""
     if circuit.device.type != "cuda" or not torch.cuda.is_available():
         return "not on CUDA"
@@ -107,59 +110,48 @@ class _EagerBlock(_BlockGraph):
         self._restore_buffers(self.start, copy=True)
 
 
-def simulate_graphed(circuit, x: torch.Tensor, z0=None, steps: int = 1000, record_every: int = 10,
+def simulate_graphed(circuit: BoundCircuit, x: torch.Tensor, z0=None, steps: int = 1000, record_every: int = 10,
                      generator: torch.Generator | None = None, _emulate: bool = False) -> Trajectory:
     """``circuit.simulate(x, z0, steps, record_every, generator)`` through CUDA graphs where it can be captured
-    (module docstring), else the eager loop; ``traj.attrs["fast"]`` is "graphs" or "eager: <reason>".
-    ``_emulate`` (tests): run the graph path's block schedule eagerly, on any device."""
+    (module docstring), else the eager loop; ``traj.attrs["fast"]`` is "graphs" or "eager: <reason>"; the final
+    state is kept as ``circuit.state``.  ``_emulate`` (tests): run the graph path's block schedule eagerly, on any
+    device."""
     reason = graph_unsupported_reason(circuit)
     if _emulate and reason == "not on CUDA":
         reason = None
     if reason is not None:
-        traj = circuit.simulate(x, z0, steps=steps, record_every=record_every, generator=generator)
+        traj, circuit.state = run_em(circuit, x, z0, steps=steps, record_every=record_every, generator=generator,
+                                     record_path=circuit.config.record_path)
         traj.attrs["fast"] = f"eager: {reason}"
         return traj
-    _check_int("steps", steps, 1)
-    _check_int("record_every", record_every, 1, steps)
-    gen = _make_generator(circuit, generator)
+    traj, circuit.state = _run_graphed(circuit, x, z0, steps, record_every, generator, _emulate)
+    return traj
+
+
+def _run_graphed(circuit: BoundCircuit, x, z0, steps: int, record_every: int, generator, emulate: bool):
+    """The graphed loop: (trajectory, final state)."""
+    check_int("steps", steps, 1)
+    check_int("record_every", record_every, 1, steps)
+    gen = circuit.make_generator(generator)
     x, z0 = circuit.initial_state(x, z0, gen, None)
     run = CircuitRun(circuit, x, z0, gen)
     run.defer_records = False                # records are measured between replays, outside the graph
     R, dt = steps // record_every, float(circuit.config.dt)
-    recs = _Records(run, R)
-    graph = (_EagerBlock if _emulate else _BlockGraph)(run, record_every)
+    recs = Records(run, R)
+    graph = (_EagerBlock if emulate else _BlockGraph)(run, record_every)
     check_every = max(1, circuit.config.check_every // record_every)   # in blocks
-    snap = run.snapshot()
-
-    def check():
-        nonlocal snap
-        if run.all_finite():
-            snap = run.snapshot()
-            return
-        k_end = run.k
-        run.restore(snap)
-        while run.k < k_end:
-            run.step()
-            if not run.all_finite():
-                break
-        text, chain, unit = run.describe_bad_units()
-        raise DivergenceError(f"circuit diverged at step {run.k} (t = {run.k * dt:.6g} s): {text}; try a smaller dt, "
-                              f"larger time constants or less noise", step=run.k, chain=chain, unit=unit)
-
+    guard = DivergenceGuard(run, recs, dt)
     for r in range(R):
         graph.replay()
         recs.put(r, run)
         if (r + 1) % check_every == 0 or r == R - 1:
-            check()
+            guard.check(r + 1)
     for _ in range(steps - R * record_every):   # steps after the last record, eagerly
         run.step()
     if steps % record_every:
-        check()
+        guard.check(R)
     run.finish()
-    circuit.state = {"z": run.z, "eps": run.error_units(), "m": run.m, "t": steps * dt, "steps": steps,
-                     "kernel": run.kernel}
     attrs = circuit.attrs(steps=steps, record_every=record_every, kernel=run.kernel, batch=run.B,
-                          accumulate_grad=False, online_lr=None, fast="emulated" if _emulate else "graphs",
+                          accumulate_grad=False, online_lr=None, fast="emulated" if emulate else "graphs",
                           graph_block=record_every)
-    t, z, lj, ex = recs.block(R, dt)
-    return Trajectory(t, z, lj, ex, attrs)
+    return Trajectory(*recs.block(R, dt), attrs), final_state(run, steps, dt)

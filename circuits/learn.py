@@ -62,7 +62,7 @@ from torch.func import functional_call
 
 from neuro_lpc.config import TrainConfig
 from neuro_lpc.errors import CheckpointError, DivergenceError
-from neuro_lpc.langevin import SampleResult
+from neuro_lpc.chain import SampleResult
 from neuro_lpc.model import GenerativeModel
 from neuro_lpc.objectives import reparameterise, warm_start_loss
 from neuro_lpc.train import Trainer, read_checkpoint, restore_networks
@@ -72,7 +72,7 @@ from .circuit import ERROR_FORMS, LEARNING_RULES, Circuit, CircuitConfig
 from .config import check_dt_static
 from .modes import LEARNING_MODES, check_learning_mode, deployed_model, program_array, split_weight_sources
 from .noise import NoiseModel
-from .noise.devices import AnalogArray
+from .noise.arrays import AnalogArray
 from .timescales import derive_seed
 
 __all__ = ["CircuitTrainConfig", "CircuitTrainer", "load_circuit_trained"]

@@ -36,7 +36,7 @@ from torch import nn
 
 from neuro_lpc.model import GenerativeModel
 
-from .noise.devices import WEIGHT_DEVICE_TYPES, AnalogArray
+from .noise.arrays import WEIGHT_DEVICE_TYPES, AnalogArray
 from .timescales import derive_seed
 
 __all__ = ["LEARNING_MODES", "check_learning_mode", "split_weight_sources", "program_array", "deployed_model",

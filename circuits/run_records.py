@@ -1,4 +1,4 @@
-"""Records and divergence support of a circuit run (a mixin of :class:`circuits.run.CircuitRun`).
+"""Records and divergence support of a circuit run (the base class of :class:`circuits.run.CircuitRun`).
 
 Records measure log p(x, z) and the error norm under the true (noise-free) model -- from the next
 step's forward when that forward is the true model's (``defer_records``), else with a forward of their
@@ -33,7 +33,7 @@ class RunRecords:
             en = rn.mul_(prec) if self.c.adiabatic else None
         else:
             mu = self.record_decode(z)
-            lp, err = self._log_lik(mu, error=self.c.adiabatic)  # one pass of the likelihood for both
+            lp, err = self.log_lik(mu, error=self.c.adiabatic)  # one pass of the likelihood for both
             lj = lp + model.log_prior(z)
             en = None
             if self.c.adiabatic:
@@ -55,11 +55,11 @@ class RunRecords:
     @torch.no_grad()
     def record_decode(self, z: torch.Tensor) -> torch.Tensor:
         """g(z) as records measure it: the decoder's own parameters, or (``record_device``, records="device") the
-        weights the circuit reads at the current time (``circuits.weights._Weights._base``: the array's reads with
+        weights the circuit reads at the current time (``circuits.run_weights.RunWeights.base``: the array's reads with
         programming error and drift, the static weight hooks), without per-read noise."""
         if not self.record_device:
             return self.c.model.decoder(z)
-        return self._decode(self.weights._base(self.k * self.dt), z)
+        return self.decode(self.weights.base(self.k * self.dt), z)
 
     # deferred records: the next step's forward fills what a record needs of the true model
     def request_record(self, lj: torch.Tensor, en: torch.Tensor | None, eps: torch.Tensor | None) -> None:
@@ -72,7 +72,7 @@ class RunRecords:
         lj, en, eps = self._request
         self._request = None
         need_err = err is None and not (en is None and eps is None)
-        lp, e = self._log_lik(mu, error=need_err)
+        lp, e = self.log_lik(mu, error=need_err)
         torch.add(lp, self.c.model.log_prior(z), out=lj)
         if en is None and eps is None:
             return
@@ -117,7 +117,7 @@ class RunRecords:
         """The gain of the step just taken (the current state); the held G once "frozen" has frozen."""
         if self.freeze_at is not None and self.k >= self.freeze_at:
             return self.G_frozen.clone()
-        return self._gain(self.k)
+        return self.gain_at(self.k)
 
     def noise_records(self) -> dict[str, torch.Tensor]:
         out = {}

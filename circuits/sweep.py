@@ -30,7 +30,7 @@ import torch
 
 from neuro_lpc.errors import DivergenceError
 
-from .study import StudyConfig, _fit_cached, _train_config, posterior_summary
+from .study import StudyConfig, fit_cached, posterior_summary, train_config
 
 SWEEPS = ("temperature", "noise", "step", "tau", "sources", "learning-sources", "deploy-time")
 DEPLOY_SUBSETS = ("weight_programming", "drift", "weight_read", "weights", "analog")
@@ -120,9 +120,9 @@ def _model(cfg: SweepConfig, out: Path, device):
         return m.eval(), e.eval()
     st = StudyConfig(quick=cfg.quick, seed=cfg.seed, device=cfg.device, step_size=cfg.step_size).apply_quick()
     train, _, info = load_dataset(st.dataset)
-    tc = _train_config(st, "lpc")
+    tc = train_config(st, "lpc")
     m, e = build_model(tc, info.image_size, info.channels)
-    _fit_cached(LPCTrainer(m, e, tc), train, out / "models" / "discrete")
+    fit_cached(LPCTrainer(m, e, tc), train, out / "models" / "discrete")
     return m.eval(), e.eval()
 
 
@@ -285,7 +285,7 @@ def _learn_one(noise, cfg: SweepConfig, out: Path, device) -> dict:
 
     st = StudyConfig(quick=cfg.quick, seed=cfg.seed, device=cfg.device).apply_quick()
     train, _, info = load_dataset(st.dataset)
-    tc = _train_config(st, "lpc")
+    tc = train_config(st, "lpc")
     ctc = CircuitTrainConfig(**{**tc.to_dict(), "method": "circuit", "max_batches_per_epoch": cfg.train_batches,
                                 "epochs": 1}, dt=st.step_size * st.tau_z, tau_z=st.tau_z, tau_e=0.0,
                              noise=noise, presentation_steps=st.langevin_steps, learning=cfg.learning)
@@ -324,10 +324,10 @@ def _train_and_score(cfg: SweepConfig, value, out: Path, device) -> dict:
     gamma, beta = value
     st = StudyConfig(quick=cfg.quick, seed=cfg.seed, device=cfg.device, step_size=gamma, precondition=beta).apply_quick()
     train, _, info = load_dataset(st.dataset)
-    tc = _train_config(st, "lpc")
+    tc = train_config(st, "lpc")
     m, e = build_model(tc, info.image_size, info.channels)
     try:
-        _fit_cached(LPCTrainer(m, e, tc), train, out / "models" / f"step{gamma:g}-beta{beta}")
+        fit_cached(LPCTrainer(m, e, tc), train, out / "models" / f"step{gamma:g}-beta{beta}")
     except DivergenceError as err:
         return {"fd": math.nan, "train_error": str(err).splitlines()[0]}
     n = 200 if cfg.quick else 1000

@@ -20,8 +20,9 @@ Models (registry :data:`TIMESCALES`):
                    of sqrt(10 * 20) ms clipped to [10, 20] ms, i.e. "heterogeneous tau of 10-20 ms"
                    (membrane/synaptic time constants of cortical neurons; Hennequin 2014 and
                    Echeveste 2020 use tau_E ~ 20 ms, tau_I ~ 10 ms).
-``mismatch``       device mismatch: tau_i = tau * (1 + sigma * xi_i), frozen, sigma = 0.1 by default
-                   (rockpool's DYNAP-SE mismatch model, 3 sigma = 30 %); a factor is floored at 0.1.
+``mismatch``       device mismatch (:class:`TimescaleMismatch`): tau_i = tau * (1 + sigma * xi_i), frozen,
+                   sigma = 0.1 by default (rockpool's DYNAP-SE mismatch model, 3 sigma = 30 %); a factor is
+                   floored at 0.1.
 ``adiabatic``      tau_e = 0: the error units follow e(x, g(z)) instantaneously.
 
 Gain units with per-unit tau_m (:func:`gain_decay`). A gain unit's one-step decay is beta_i = beta **
@@ -41,12 +42,13 @@ circuit config's values (a preset such as ``cortical`` uses this).
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any, ClassVar, Mapping
 
 import torch
 
-__all__ = ["TimescaleModel", "Uniform", "Heterogeneous", "Mismatch", "Adiabatic", "Timescales", "TIMESCALES",
+__all__ = ["TimescaleModel", "Uniform", "Heterogeneous", "TimescaleMismatch", "Adiabatic", "Timescales", "TIMESCALES",
            "make_timescales", "derive_seed", "gain_decay"]
 
 POPULATIONS = ("value", "error", "gain")
@@ -223,7 +225,7 @@ class Heterogeneous(TimescaleModel):
                           tm if "gain" in pops else tau_m)
 
 
-class Mismatch(TimescaleModel):
+class TimescaleMismatch(TimescaleModel):
     """Frozen device mismatch: tau_i = tau * max(1 + sigma xi_i, 0.1) (rockpool, sigma ~ 0.1).
 
     Gain units included by default; their per-step decay is :func:`gain_decay`'s, in (0, 1) for any draw.
@@ -260,7 +262,7 @@ class Adiabatic(TimescaleModel):
 
 
 TIMESCALES: dict[str, type[TimescaleModel]] = {
-    cls.name: cls for cls in (Uniform, Heterogeneous, Mismatch, Adiabatic)
+    cls.name: cls for cls in (Uniform, Heterogeneous, TimescaleMismatch, Adiabatic)
 }
 
 
@@ -281,3 +283,17 @@ def make_timescales(spec: str | Mapping[str, Any] | TimescaleModel | None) -> Ti
             raise ValueError(f"unknown timescale model {name!r} in {dict(spec)!r}; choose one of {sorted(TIMESCALES)}")
         return TIMESCALES[name](**params)
     raise TypeError(f"timescales must be a name, a dict or a TimescaleModel, got {type(spec).__name__}")
+
+
+_RENAMED = {"Mismatch": "TimescaleMismatch"}  # old name -> new name (deprecated for one release)
+
+
+def __getattr__(name: str):
+    """``circuits.timescales.Mismatch`` (renamed, so as not to clash with the noise source
+    ``circuits.noise.mismatch.Mismatch``): warn and return :class:`TimescaleMismatch`."""
+    if name in _RENAMED:
+        new = _RENAMED[name]
+        warnings.warn(f"circuits.timescales.{name} is deprecated; use circuits.timescales.{new}",
+                      DeprecationWarning, stacklevel=2)
+        return globals()[new]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,10 +1,16 @@
-"""neuro_lpc: exact discrete-time Langevin predictive coding (Zahid et al., ICML 2024, Algorithm 1)."""
+"""neuro_lpc: exact discrete-time Langevin predictive coding (Zahid et al., ICML 2024, Algorithm 1).
+
+The layers, lowest first (a module imports only from layers below it; nothing here imports ``circuits``):
+errors, validation, likelihoods, data, distributed, checkpoint, record, theory, networks, model, objectives,
+chain, fast, langevin, preconditioning, config, metrics, train, cli (``models``: a deprecated alias of networks).
+"""
 from .errors import CheckpointError, DivergenceError, TrainingInterrupted
 from .likelihoods import (LIKELIHOODS, BernoulliLikelihood, DiscretizedGaussianLikelihood, GaussianLikelihood,
                           Likelihood, make_likelihood)
 from .model import GenerativeModel
-from .models import ARCHITECTURES, ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder, MLPImageEncoder, build_decoder_encoder
-from .langevin import LangevinSampler, SampleResult
+from .networks import ARCHITECTURES, ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder, MLPImageEncoder, build_decoder_encoder
+from .chain import SampleResult
+from .langevin import LangevinSampler
 from .config import TrainConfig
 
 __all__ = [
@@ -13,9 +19,15 @@ __all__ = [
     "build_decoder_encoder", "TrainConfig", "DivergenceError", "CheckpointError", "TrainingInterrupted",
 ]
 
+def __getattr__(name):
+    # loaded on first use: the trainers pull in data / tqdm, the theory scipy.linalg
+    lazy = {
+        "LPCTrainer": "train", "VAETrainer": "train", "TRAINERS": "train", "build_model": "train", "load_trained": "train",
+        "gaussian_posterior": "theory", "ula_stationary": "theory", "ula_stationary_eigen": "theory",
+        "linear_sde_stationary": "theory", "euler_maruyama_stationary": "theory", "euler_stable_dt": "theory",
+    }
+    if name in lazy:
+        from importlib import import_module
 
-def __getattr__(name):  # lazy: trainers pull in data/tqdm
-    if name in ("LPCTrainer", "VAETrainer", "TRAINERS", "build_model", "load_trained"):
-        from . import train
-        return getattr(train, name)
+        return getattr(import_module(f".{lazy[name]}", __name__), name)
     raise AttributeError(name)

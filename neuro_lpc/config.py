@@ -28,7 +28,7 @@ class TrainConfig:
     lr_schedule: str = "constant"            # constant (the paper) | cosine: lr * (1 + cos(pi * progress)) / 2, progress =
                                              # optimiser steps / the run's total (of the wall budget with max_wall_s)
     latent_dim: int = 40                     # Table 2
-    architecture: str = "conv"               # decoder/encoder (neuro_lpc.models.ARCHITECTURES): conv = Table 2 (the paper);
+    architecture: str = "conv"               # decoder/encoder (neuro_lpc.networks.ARCHITECTURES): conv = Table 2 (the paper);
                                              # mlp = 40 -> 512 -> 512 -> image (the main job's CPU default on 28x28)
     likelihood: str = "discretized_gaussian"  # Table 3
     likelihood_sigma: float = 0.1            # initial sigma of the output likelihood (learned)
@@ -72,7 +72,7 @@ class TrainConfig:
         check_text("data_root", self.data_root, allow_none=True)
         check_bool("download", self.download)
         check_objective(self.warm_start)
-        from .models import ARCHITECTURES
+        from .networks import ARCHITECTURES
         check_choice("architecture", self.architecture, tuple(ARCHITECTURES))
         if not isinstance(self.likelihood, str) or self.likelihood not in LIKELIHOODS:
             raise ValueError(f"unknown likelihood {self.likelihood!r}; choose one of {sorted(LIKELIHOODS)}")

@@ -37,7 +37,9 @@ import math
 
 import torch
 
+from .chain import SampleResult, first_non_finite
 from .distributed import shard_randn
+from .errors import DivergenceError
 
 __all__ = ["FAST_MODES", "precondition_update", "compiled_precondition_update", "sample_fast", "graphs_available"]
 
@@ -167,18 +169,7 @@ class _Chain:
         self.ring[i].add_(lj.detach())
 
 
-def _first_bad(ring: torch.Tensor, k: int) -> tuple[int, int] | None:
-    """(row, chain) of the first non-finite entry in the first k rows of the ring (one host sync)."""
-    bad = ~torch.isfinite(ring[:k])
-    if not bool(bad.any()):
-        return None
-    row, chain = (int(i) for i in bad.nonzero()[0])
-    return row, chain
-
-
 def _finish(sampler, chain, steps, B, grad_scale, stash):
-    from .langevin import SampleResult
-
     if chain.params:
         scale = grad_scale if grad_scale is not None else -1.0 / (B * steps)
         for p, a, g in zip(chain.params, chain.acc, stash):
@@ -191,8 +182,6 @@ def _finish(sampler, chain, steps, B, grad_scale, stash):
 
 
 def _raise(chain, step: int, bad_chain: int, stash):
-    from .errors import DivergenceError
-
     for p, g in zip(chain.params, stash):
         p.grad = g
     bad = (~torch.isfinite(chain.z[bad_chain])).nonzero()
@@ -272,7 +261,7 @@ def sample_fast(sampler, model, x, z0, record_every, generator, accumulate_grad,
         chain.reset(x, z0)
         for b in range(T // block):
             graphed.replay()
-            bad = _first_bad(chain.ring, block)       # one host sync per block
+            bad = first_non_finite(chain.ring, block)       # one host sync per block
             if bad is not None:
                 _raise(chain, b * block + bad[0] + 1, bad[1], stash)
         return _finish(sampler, chain, T, B, grad_scale, stash)
@@ -285,7 +274,7 @@ def sample_fast(sampler, model, x, z0, record_every, generator, accumulate_grad,
         chain.step((t - 1) % check)
         if t % check == 0 or t == T:
             k = (t - 1) % check + 1
-            bad = _first_bad(chain.ring, k)
+            bad = first_non_finite(chain.ring, k)
             if bad is not None:
                 _raise(chain, t - k + 1 + bad[0], bad[1], stash)
     return _finish(sampler, chain, T, B, grad_scale, stash)

@@ -13,7 +13,7 @@ d G_ij / d z_j (eq. 20), which the paper drops, and the chain no longer leaves t
            the chain: from step warmup + 1 on the chain is ULA with a fixed diagonal preconditioner,
                z(t) = z(t-1) + gamma G s(t-1) + sqrt(2 gamma T G) n,
            which leaves its own (ULA-) stationary law invariant: N(mu, C) with C = F C F^T + 2 gamma G,
-           F = I - gamma G P, on a Gaussian posterior of precision P (circuits.analysis.ula_stationary),
+           F = I - gamma G P, on a Gaussian posterior of precision P (neuro_lpc.theory.ula_stationary),
            -> the posterior as gamma -> 0.  Gamma = 0 exactly, since G no longer depends on z.
 Gain bound: with delta = 1e-8 and the first bias-corrected m_hat = |s(0)|, a chain started near a stationary
 point (s(0) ~ 0) gets G ~ 1/delta = 1e8 and a first step of noise std sqrt(2 gamma 1e8): it explodes.
@@ -48,121 +48,19 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from .chain import FiniteWatch, SampleResult, check_finite_input, describe_bad_log_joint, raise_divergence
 from .distributed import shard_randn
-from .errors import DivergenceError
+from .fast import FAST_MODES, sample_fast
 from .model import GenerativeModel
+
+# SampleResult and describe_bad_log_joint live in neuro_lpc.chain; re-exported here for the imports that predate it
+__all__ = ["LangevinSampler", "NOISE_FORMS", "PRECONDITIONERS", "DEFAULT_MAX_GAIN", "DEFAULT_WARMUP",
+           "SampleResult", "describe_bad_log_joint"]
 
 NOISE_FORMS = ("correct", "literal")
 PRECONDITIONERS = ("adam", "frozen")
 DEFAULT_MAX_GAIN = 1e4       # cap on G (module docstring: why a cap and why this value)
 DEFAULT_WARMUP = 100         # steps of Algorithm 1 before "frozen" holds G: min(100, steps // 2) by default
-
-
-@dataclass
-class SampleResult:
-    """Output of ``LangevinSampler.sample``.
-
-    z: final state (B, d).  Traces hold the state after every ``record_every``-th step:
-    z_trace (R, B, d), log_joint_trace (R, B), score_norm_trace (R, B), t (R,) step numbers, R = steps // record_every.
-    z_sum / z_sqsum: sums of z(t) and z(t)^2 over t = 1..T (for the forward-KL objective), when tracked.
-    accept_rate: (B,) MALA acceptance rates.
-    gain: (B, d) the preconditioner G of the last step (for ``preconditioner="frozen"`` the G it froze);
-    None without preconditioning.
-    """
-
-    z: torch.Tensor
-    steps: int
-    t: torch.Tensor | None = None
-    z_trace: torch.Tensor | None = None
-    log_joint_trace: torch.Tensor | None = None
-    score_norm_trace: torch.Tensor | None = None
-    z_sum: torch.Tensor | None = None
-    z_sqsum: torch.Tensor | None = None
-    accept_rate: torch.Tensor | None = None
-    log_joint_sum: torch.Tensor | None = None
-    gain: torch.Tensor | None = None
-
-
-class _FiniteWatch:
-    """Finds the first step and chain with a non-finite state or log-joint, at one small reduction per
-    step and no host sync.
-
-    Per chain, sum_i z_i(t) + log p(x, z(t-1)) is non-finite iff the state or the log-joint the step
-    computed anyway is (a NaN/inf state stays non-finite: the next score is computed from it; a decoder
-    that returns NaN for a chain makes its log-joint NaN even when the score, and so z, stays finite).
-    The (B,) sums go into a device ring of ``check_every`` rows; the host looks every ``check_every``
-    steps and, on failure, names the first bad step of the window and its first bad chain.
-    """
-
-    def __init__(self, z: torch.Tensor, check_every: int):
-        self.ring = torch.zeros(check_every, z.shape[0], device=z.device, dtype=z.dtype)
-        self.n = check_every
-
-    def note(self, z: torch.Tensor, t: int, lj: torch.Tensor | None = None) -> None:
-        row = self.ring[(t - 1) % self.n]
-        torch.sum(z, dim=1, out=row)
-        if lj is not None:
-            row.add_(lj.detach())
-
-    def first_bad(self, t: int) -> int | None:
-        """Host check after step t (a sync); the first bad step since the previous check, or None."""
-        found = self.first_bad_chain(t)
-        return None if found is None else found[0]
-
-    def first_bad_chain(self, t: int) -> tuple[int, int] | None:
-        """(step, chain) of the first non-finite entry since the previous check, or None."""
-        k = (t - 1) % self.n + 1                       # rows filled in this window
-        bad = ~torch.isfinite(self.ring[:k])
-        if not bool(bad.any()):
-            return None
-        row, chain = (int(i) for i in bad.nonzero()[0])
-        return t - k + 1 + row, chain
-
-
-def describe_bad_log_joint(model, x: torch.Tensor, z: torch.Tensor, chain: int) -> tuple[str | None, str]:
-    """(unit, text) for a chain whose log p(x, z) is non-finite while z is finite: the decoder's first
-    non-finite output unit of that chain at state z, else (an overflow of the likelihood) the output unit
-    with the largest prediction error |x - g(z)|. Units are named "x[c, h, w]"."""
-    with torch.no_grad():
-        mu = model.decode(z.detach())          # the whole batch: a decoder may depend on a chain's position
-    out = mu[chain]
-    bad = (~torch.isfinite(out)).nonzero()
-    if len(bad):
-        unit = "x[" + ", ".join(str(int(i)) for i in bad[0]) + "]"
-        return unit, f"the decoder's output unit {unit} is {float(out[tuple(bad[0])])}"
-    r = (x[chain].to(out.dtype) - out).abs()
-    idx = torch.unravel_index(torch.argmax(r), r.shape)
-    unit = "x[" + ", ".join(str(int(i)) for i in idx) + "]"
-    return unit, f"the decoder's output is finite; the largest prediction error |x - g(z)| = {float(r[idx]):.3g} is at unit {unit}"
-
-
-def _raise_divergence(z: torch.Tensor, step: int, what: str = "Langevin chain", chain: int | None = None,
-                      model=None, x: torch.Tensor | None = None) -> None:
-    """Name the step, chain and unit: a latent unit when z is non-finite, else (the log-joint of ``chain``
-    was) the first non-finite decoder output unit of that chain, re-evaluated at the current state."""
-    bad = (~torch.isfinite(z)).nonzero()
-    if len(bad):
-        chain, unit = int(bad[0, 0]), int(bad[0, 1])
-        raise DivergenceError(
-            f"{what} diverged at step {step}: non-finite z in chain {chain}, latent unit {unit} "
-            f"(try a smaller step size or preconditioning)",
-            step=step, chain=chain, unit=unit,
-        )
-    unit, where = (describe_bad_log_joint(model, x, z, chain) if (model is not None and chain is not None)
-                   else (None, "unit unknown"))
-    raise DivergenceError(f"{what} diverged at step {step}: non-finite log p(x, z) in chain {chain} ({where} at the "
-                          f"current state; check the decoder, its weights and the step size)",
-                          step=step, chain=chain, unit=unit)
-
-
-def _check_finite_input(x: torch.Tensor) -> None:
-    """One-line ValueError naming the first non-finite entry of x (B, ...): x must be finite."""
-    if bool(torch.isfinite(x).all()):
-        return
-    bad = (~torch.isfinite(x)).nonzero()
-    first = [int(i) for i in bad[0]]
-    raise ValueError(f"x contains {len(bad)} non-finite value(s) (NaN/inf), the first in sample {first[0]} at "
-                     f"unit x[{', '.join(map(str, first[1:]))}] = {float(x[tuple(first)])}")
 
 
 @dataclass
@@ -235,7 +133,6 @@ class LangevinSampler:
             raise ValueError("metropolis=True (MALA) supports neither preconditioning nor temperature != 1")
         if self.check_every < 1:
             raise ValueError("check_every must be >= 1")
-        from .fast import FAST_MODES
         if self.fast not in FAST_MODES:
             raise ValueError(f"fast must be one of {FAST_MODES}, got {self.fast!r}")
         if isinstance(self.graph_block, bool) or not isinstance(self.graph_block, int) or self.graph_block < 1:
@@ -269,7 +166,7 @@ class LangevinSampler:
                 raise ValueError(f"record_every must be an integer in [1, steps={self.steps}], got {record_every!r}")
         else:
             record_every = None
-        _check_finite_input(x)
+        check_finite_input(x)
         if not torch.isfinite(z0).all():
             raise ValueError("z0 contains NaN or inf")
         if self.metropolis:
@@ -290,24 +187,61 @@ class LangevinSampler:
         t = torch.arange(1, R + 1, device=z0.device) * record_every
         return t, z_tr, lj_tr, sn_tr
 
+    @staticmethod
+    def _set_aside_param_grads(model, accumulate_grad: bool):
+        """The parameters whose gradient the chain accumulates, and their current ``.grad`` (now set to None).
+
+        The chain sums grad_theta log p(x, z(t-1)) over its steps into ``.grad`` from zero; the gradient set
+        aside is added back at the end (:meth:`_scale_param_grads`) or restored on divergence."""
+        params = [p for p in model.parameters() if p.requires_grad] if accumulate_grad else []
+        stash = [p.grad for p in params]
+        for p in params:
+            p.grad = None
+        return params, stash
+
+    @staticmethod
+    def _restore_param_grads(params, stash) -> None:
+        """Put back the ``.grad`` set aside by :meth:`_set_aside_param_grads` (a diverged chain leaves none)."""
+        for p, g in zip(params, stash):
+            p.grad = g
+
+    @staticmethod
+    def _scale_param_grads(params, stash, scale: float) -> None:
+        """.grad <- scale * sum_t grad_theta log p(x, z(t-1)) + the gradient set aside.
+
+        scale defaults to -1/(B T) in the caller: the gradient of -(1/B) sum_b (1/T) sum_t log p(x_b, z_b(t-1))
+        (eq. 8)."""
+        for p, g in zip(params, stash):
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            p.grad.mul_(scale)
+            if g is not None:
+                p.grad.add_(g)
+
+    @staticmethod
+    def _record_final_state(model, x, z, lj_tr, sn_tr) -> None:
+        """The last record's log-joint and score norm, at the final state z(T).
+
+        Inside the loop the log-joint and score of record k are those step t + 1 computes anyway at z(t);
+        the final state has no next step, so they are evaluated here."""
+        lj_end, s_end = model.log_joint_and_score(x, z)
+        lj_tr[-1] = lj_end
+        sn_tr[-1] = s_end.norm(dim=1)
+
     def _sample_ula(self, model, x, z0, record_every, generator, accumulate_grad, grad_scale, track_moments):
         if self.fast is not None:   # neuro_lpc.fast: fused preconditioner / CUDA graphs; None = not applicable here
-            from .fast import sample_fast
             res = sample_fast(self, model, x, z0, record_every, generator, accumulate_grad, grad_scale, track_moments)
             if res is not None:
                 return res
         T, gamma, beta = self.steps, float(self.step_size), self.precondition
         B = z0.shape[0]
         t_rec, z_tr, lj_tr, sn_tr = self._alloc_records(z0, record_every)
-        params = [p for p in model.parameters() if p.requires_grad] if accumulate_grad else []
-        stash = [p.grad for p in params]
-        for p in params:
-            p.grad = None
+        params, stash = self._set_aside_param_grads(model, accumulate_grad)
         z = z0.detach().clone()
         m = torch.zeros_like(z) if beta is not None else None
         z_sum = torch.zeros_like(z) if track_moments else None
         z_sq = torch.zeros_like(z) if track_moments else None
-        watch = _FiniteWatch(z, self.check_every)
+        watch = FiniteWatch(z, self.check_every)
         noise_scale = math.sqrt(2 * gamma * self.temperature)
         lj_total = torch.zeros((), device=z.device, dtype=z.dtype) if accumulate_grad else None
         freeze_at = self.warmup_steps() if beta is not None else None   # "frozen": G held from this step on
@@ -357,21 +291,12 @@ class LangevinSampler:
             if t % self.check_every == 0 or t == T:
                 found = watch.first_bad_chain(t)
                 if found is not None:
-                    for p, g in zip(params, stash):
-                        p.grad = g
-                    _raise_divergence(z, found[0], chain=found[1], model=model, x=x)
+                    self._restore_param_grads(params, stash)
+                    raise_divergence(z, found[0], chain=found[1], model=model, x=x)
         if record_every is not None and T % record_every == 0:
-            lj_end, s_end = model.log_joint_and_score(x, z)
-            lj_tr[-1] = lj_end
-            sn_tr[-1] = s_end.norm(dim=1)
+            self._record_final_state(model, x, z, lj_tr, sn_tr)
         if accumulate_grad:
-            scale = grad_scale if grad_scale is not None else -1.0 / (B * T)
-            for p, g in zip(params, stash):
-                if p.grad is None:
-                    p.grad = torch.zeros_like(p)
-                p.grad.mul_(scale)
-                if g is not None:
-                    p.grad.add_(g)
+            self._scale_param_grads(params, stash, grad_scale if grad_scale is not None else -1.0 / (B * T))
         return SampleResult(z=z, steps=T, t=t_rec, z_trace=z_tr, log_joint_trace=lj_tr, score_norm_trace=sn_tr,
                             z_sum=z_sum, z_sqsum=z_sq, log_joint_sum=lj_total, gain=gain)
 
@@ -381,7 +306,7 @@ class LangevinSampler:
         z = z0.detach().clone()
         lj, s = model.log_joint_and_score(x, z)
         accepted = torch.zeros(z.shape[0], device=z.device, dtype=z.dtype)
-        watch = _FiniteWatch(z, self.check_every)
+        watch = FiniteWatch(z, self.check_every)
         scale = math.sqrt(2 * gamma)
         for t in range(1, T + 1):
             n = torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
@@ -402,6 +327,6 @@ class LangevinSampler:
             if t % self.check_every == 0 or t == T:
                 fb = watch.first_bad(t)
                 if fb is not None:
-                    _raise_divergence(z, fb, "MALA chain")
+                    raise_divergence(z, fb, "MALA chain")
         return SampleResult(z=z, steps=T, t=t_rec, z_trace=z_tr, log_joint_trace=lj_tr, score_norm_trace=sn_tr,
                             accept_rate=accepted / T)

@@ -5,8 +5,8 @@ curvature term Gamma of eq. 20 dropped).  G then depends on the state and the ch
 the posterior, even as gamma -> 0 (the diffusion z' = G(z) s dt + sqrt(2 G(z)) dW without Gamma has the
 wrong invariant law).  :func:`preconditioner_bias` measures how wrong, where the answer is known in closed
 form: the posterior of a linear decoder with a Gaussian likelihood is N(mu, P^-1)
-(:func:`circuits.analysis.gaussian_posterior`), and ULA with a *fixed* diagonal G settles at N(mu, C) with
-C = F C F^T + 2 gamma G, F = I - gamma G P (:func:`circuits.analysis.ula_stationary`).
+(:func:`neuro_lpc.theory.gaussian_posterior`), and ULA with a *fixed* diagonal G settles at N(mu, C) with
+C = F C F^T + 2 gamma G, F = I - gamma G P (:func:`neuro_lpc.theory.ula_stationary`).
 
 Measured quantity: chains start at exact posterior draws, run past a burn-in of several relaxation times,
 and the second moment about the posterior mean is compared with the posterior along each eigenvector u_k
@@ -34,6 +34,7 @@ from .errors import DivergenceError
 from .langevin import DEFAULT_MAX_GAIN, LangevinSampler
 from .likelihoods import GaussianLikelihood
 from .model import GenerativeModel
+from .theory import gaussian_posterior, ula_stationary
 
 __all__ = ["linear_gaussian_problem", "preconditioner_bias"]
 
@@ -90,8 +91,6 @@ def preconditioner_bias(beta: float, step_size: float, preconditioner: str = "ad
     diverged (None, or why not: a DivergenceError's step, or for "frozen" the fraction of chains that froze
     an unstable G -- those chains grow geometrically and the ratios are meaningless).
     """
-    from circuits.analysis import gaussian_posterior, ula_stationary  # circuits builds on neuro_lpc
-
     if not (isinstance(chains, int) and chains >= 2):
         raise ValueError(f"chains must be an integer >= 2 (the standard error is their spread), got {chains!r}")
     model, x1 = linear_gaussian_problem(dim, kappa)

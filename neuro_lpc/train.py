@@ -34,7 +34,7 @@ from .errors import CheckpointError, DivergenceError, TrainingInterrupted
 from .langevin import LangevinSampler
 from .likelihoods import make_likelihood
 from .model import GenerativeModel
-from .models import build_decoder_encoder
+from .networks import build_decoder_encoder
 from .objectives import negative_elbo, reparameterise, warm_start_loss
 
 CHECKPOINT_FORMAT = "neuro_lpc-checkpoint-v2"          # v2: checksum, every RNG, position in the epoch
@@ -134,6 +134,21 @@ def restore_networks(config, ck: dict, path, device="cpu") -> tuple[GenerativeMo
     except RuntimeError as e:
         raise CheckpointError(f"checkpoint {path} does not fit the model it describes: {str(e).splitlines()[0]}") from None
     return model.to(device), encoder.to(device)
+
+
+@dataclasses.dataclass
+class _TrainingClock:
+    """``fit``'s wall clock: training time = time since ``t0`` less ``hooks_s``, the time spent in step hooks."""
+
+    t0: float
+    hooks_s: float = 0.0
+
+    def training_s(self) -> float:
+        return time.perf_counter() - self.t0 - self.hooks_s
+
+    def budget_spent(self, budget: float | None) -> bool:
+        """Whether a wall-time budget (seconds; None = none, and then the clock is not read) is spent."""
+        return budget is not None and time.perf_counter() - self.t0 - self.hooks_s >= budget
 
 
 class Trainer:
@@ -292,6 +307,22 @@ class Trainer:
         many seconds of this call's wall time (``self.stopped_by_wall`` is then True) and checkpoints
         there, mid-epoch; ``epochs`` is only an upper bound.  Resuming such a run continues from that step."""
         epochs = epochs if epochs is not None else self.config.epochs
+        ckpt = self._open_output_folder(resume)
+        history = []
+        clock = _TrainingClock(time.perf_counter())
+        self._last_checkpoint_t = clock.t0
+        self.stopped_by_wall = False
+        self._total_steps = self.config.epochs * self._batches_in(self.make_epoch_loader(train_dataset))
+        with self._sigint_deferred():                # the cosine horizon above: the config's epochs (lr_factor)
+            while self.epoch < epochs and not self.stopped_by_wall:
+                self._fit_epoch(train_dataset, epochs, ckpt, clock, history, progress)
+        if self._tb is not None:
+            self._tb.close()
+        return history
+
+    def _open_output_folder(self, resume: bool) -> Path | None:
+        """Create ``out_dir`` (checked writable), restore its checkpoint when resuming, write the run metadata and
+        open TensorBoard when installed.  Returns the checkpoint path (None without an output folder)."""
         ckpt = self.out_dir / "checkpoint.pt" if self.out_dir else None
         if self.out_dir is not None:
             self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -311,66 +342,77 @@ class Trainer:
                 self._tb = None
         elif resume:
             raise ValueError("resume needs an output folder")
-        history = []
-        t0 = self._last_checkpoint_t = time.perf_counter()
-        hooks_s = 0.0                 # time spent in step_hooks: not training
-        self.stopped_by_wall = False
-        per_epoch = len(self.make_epoch_loader(train_dataset))
-        if self.config.max_batches_per_epoch is not None:
-            per_epoch = min(per_epoch, self.config.max_batches_per_epoch)
-        self._total_steps = self.config.epochs * per_epoch   # the cosine horizon: the config's epochs (lr_factor)
-        budget = self.config.max_wall_s
-        with self._sigint_deferred():
-            while self.epoch < epochs and not self.stopped_by_wall:
-                loader = self.make_epoch_loader(train_dataset)
-                nb = len(loader) if self.config.max_batches_per_epoch is None else min(len(loader), self.config.max_batches_per_epoch)
-                first = min(self.epoch_batch, nb)           # > 0 when resuming mid-epoch
-                bar = tqdm(total=nb, initial=first, desc=f"{self.method} epoch {self.epoch + 1}/{epochs}",
-                           disable=not progress, leave=False)
-                batches = _skip_batches(loader, first)
-                for i in range(first, nb):
-                    x, _ = next(batches)
-                    x = x.to(self.device, non_blocking=True)
-                    try:
-                        metrics = self.train_step(x)
-                    except DivergenceError as e:
-                        bar.close()
-                        raise DivergenceError(f"epoch {self.epoch + 1}, batch {i + 1} (global step {self.global_step + 1}): {e}"
-                                              + (f"; last good checkpoint kept at {ckpt}" if ckpt and ckpt.exists() else ""),
-                                              step=e.step, chain=e.chain, unit=e.unit) from None
-                    self.global_step += 1
-                    self.epoch_batch = i + 1
-                    self.train_wall_s = time.perf_counter() - t0 - hooks_s
-                    for hook in self.step_hooks:
-                        hooks_s += float(hook(self) or 0.0)
-                    if self.global_step % self.config.log_every == 0 or i == nb - 1:
-                        rec = {"step": self.global_step, "epoch": self.epoch + 1, "wall_s": self.train_wall_s,
-                               **{k: float(v) for k, v in metrics.items()}}
-                        if not all(math.isfinite(v) for v in rec.values()):
-                            raise DivergenceError(f"non-finite training metric at global step {self.global_step}: {rec}", step=self.global_step)
-                        history.append(rec)
-                        self._log(rec)
-                        bar.set_postfix(loss=f"{rec['loss']:.4g}")
-                    bar.update(1)
-                    if self.stop_requested():
-                        bar.close()
-                        self._stop_on_interrupt(ckpt)
-                    if budget is not None and time.perf_counter() - t0 - hooks_s >= budget:
-                        self.stopped_by_wall = True      # wall-time budget spent: stop mid-epoch, keep the checkpoint
-                        break
-                    if i < nb - 1 and self._checkpoint_due():
-                        self.save_checkpoint(ckpt)
+        return ckpt
+
+    def _batches_in(self, loader) -> int:
+        """Optimiser steps in an epoch of ``loader``: its length, at most ``config.max_batches_per_epoch``."""
+        return len(loader) if self.config.max_batches_per_epoch is None else min(len(loader), self.config.max_batches_per_epoch)
+
+    def _fit_epoch(self, train_dataset, epochs: int, ckpt, clock: _TrainingClock, history: list, progress: bool) -> None:
+        """The optimiser steps of epoch ``self.epoch`` from batch ``self.epoch_batch`` on (> 0 when resuming
+        mid-epoch): each step runs the step hooks, logs every ``log_every``-th record, then honours a SIGINT,
+        the wall-time budget (stop mid-epoch) and the mid-epoch checkpoint policy; then :meth:`_end_epoch`."""
+        loader = self.make_epoch_loader(train_dataset)
+        nb = self._batches_in(loader)
+        first = min(self.epoch_batch, nb)           # > 0 when resuming mid-epoch
+        bar = tqdm(total=nb, initial=first, desc=f"{self.method} epoch {self.epoch + 1}/{epochs}",
+                   disable=not progress, leave=False)
+        batches = _skip_batches(loader, first)
+        for i in range(first, nb):
+            x, _ = next(batches)
+            x = x.to(self.device, non_blocking=True)
+            metrics = self._train_step_or_say_where(x, i, ckpt, bar)
+            self.global_step += 1
+            self.epoch_batch = i + 1
+            self.train_wall_s = clock.training_s()
+            for hook in self.step_hooks:
+                clock.hooks_s += float(hook(self) or 0.0)
+            if self.global_step % self.config.log_every == 0 or i == nb - 1:
+                self._log_step(metrics, history, bar)
+            bar.update(1)
+            if self.stop_requested():
                 bar.close()
-                if self.epoch_batch >= nb:
-                    self.epoch += 1
-                    self.epoch_batch = 0
-                if self.out_dir is not None:
-                    self.save_checkpoint(ckpt)
-                    if self.config.sample_grid:
-                        self.save_samples(self.out_dir / f"samples_epoch{self.epoch:03d}.png")
-        if self._tb is not None:
-            self._tb.close()
-        return history
+                self._stop_on_interrupt(ckpt)
+            if clock.budget_spent(self.config.max_wall_s):
+                self.stopped_by_wall = True      # wall-time budget spent: stop mid-epoch, keep the checkpoint
+                break
+            if i < nb - 1 and self._checkpoint_due():
+                self.save_checkpoint(ckpt)
+        bar.close()
+        self._end_epoch(ckpt, nb)
+
+    def _train_step_or_say_where(self, x: torch.Tensor, i: int, ckpt, bar) -> dict:
+        """``train_step(x)``; a DivergenceError is re-raised naming the epoch, batch and global step (and the
+        last good checkpoint)."""
+        try:
+            return self.train_step(x)
+        except DivergenceError as e:
+            bar.close()
+            raise DivergenceError(f"epoch {self.epoch + 1}, batch {i + 1} (global step {self.global_step + 1}): {e}"
+                                  + (f"; last good checkpoint kept at {ckpt}" if ckpt and ckpt.exists() else ""),
+                                  step=e.step, chain=e.chain, unit=e.unit) from None
+
+    def _log_step(self, metrics: dict, history: list, bar) -> None:
+        """One metrics record (step, epoch, training wall time, the step's metrics as floats): refused when not
+        finite (DivergenceError), else kept in ``history``, written to metrics.jsonl / TensorBoard and shown."""
+        rec = {"step": self.global_step, "epoch": self.epoch + 1, "wall_s": self.train_wall_s,
+               **{k: float(v) for k, v in metrics.items()}}
+        if not all(math.isfinite(v) for v in rec.values()):
+            raise DivergenceError(f"non-finite training metric at global step {self.global_step}: {rec}", step=self.global_step)
+        history.append(rec)
+        self._log(rec)
+        bar.set_postfix(loss=f"{rec['loss']:.4g}")
+
+    def _end_epoch(self, ckpt, nb: int) -> None:
+        """After an epoch's loop: count the epoch when all ``nb`` batches ran (not when the wall-time budget cut it
+        short), then checkpoint and draw the epoch's sample grid."""
+        if self.epoch_batch >= nb:
+            self.epoch += 1
+            self.epoch_batch = 0
+        if self.out_dir is not None:
+            self.save_checkpoint(ckpt)
+            if self.config.sample_grid:
+                self.save_samples(self.out_dir / f"samples_epoch{self.epoch:03d}.png")
 
     # ------------------------------------------------------- checkpoint policy
     def _checkpoint_due(self) -> bool:

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 __all__ = ["LIMITS", "OneLineParser", "check_int", "check_number", "check_choice", "check_text", "check_bool",
-           "check_path_text", "check_device", "check_out_dir", "check_cache_dir", "cli_boundary", "one_line",
+           "check_path_text", "check_positive", "check_device", "check_out_dir", "check_cache_dir", "cli_boundary",
+           "one_line",
            "one_line_errors",
            "DEBUG_ENV"]
 
@@ -233,3 +234,18 @@ def cli_boundary(body: Callable[[list[str] | None], int], argv: list[str] | None
         sys.stderr.write(f"error: {_message(err)}{hint}\n")
         sys.stderr.flush()
         return _exit_code(err)
+
+
+def check_positive(name: str, value, allow_zero: bool = False) -> float:
+    """``float(value)``, which must be finite and > 0 (>= 0 with ``allow_zero``); else a one-line ValueError.
+
+    Unlike :func:`check_number` it takes anything ``float()`` takes (numpy scalars, 0-d tensors): the
+    numeric arguments of the linear-Gaussian theory (:mod:`neuro_lpc.theory`).
+    """
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        raise ValueError(f"{name} must be a {'non-negative' if allow_zero else 'positive'} finite number, got {value}")
+    return value

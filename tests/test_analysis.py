@@ -403,3 +403,18 @@ def test_diagnostics_on_cuda_agree_with_cpu():
         torch.testing.assert_close(on_gpu.cpu(), fn(*args))
     proj_gpu, proj_cpu = pca_projection(z.cuda()), pca_projection(z)
     torch.testing.assert_close(proj_gpu.coords.cpu(), proj_cpu.coords)
+
+
+def test_the_names_the_single_module_exposed_by_accident_warn_and_still_resolve():
+    import typing
+
+    import circuits.analysis as analysis
+    from circuits._checks import positive
+
+    with pytest.warns(DeprecationWarning, match="circuits.analysis._positive is deprecated; use circuits._checks.positive"):
+        assert analysis._positive is positive
+    for name, module in (("np", np), ("torch", torch), ("warnings", warnings)):
+        with pytest.warns(DeprecationWarning, match=f"circuits.analysis.{name} is deprecated"):
+            assert getattr(analysis, name) is module
+    with pytest.warns(DeprecationWarning, match="circuits.analysis.NamedTuple is deprecated; use typing.NamedTuple"):
+        assert analysis.NamedTuple is typing.NamedTuple

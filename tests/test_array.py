@@ -11,8 +11,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from circuits.noise.devices import (AnalogArray, PulsedDevice, ReadNoiseHooks, apply_pulses, pcm_programming_std,
-                            read_noise_std, stochastic_round)
+from circuits.noise.arrays import (AnalogArray, PulsedDevice, ReadNoiseHooks, apply_pulses, pcm_programming_std,
+                                   read_noise_std, stochastic_round)
 from circuits.noise import NoiseModel
 
 N = 200_000

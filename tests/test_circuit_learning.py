@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from circuits import Circuit, CircuitConfig
-from helpers_circuit import F64, conv_model, linear_model
+from problems import F64, conv_model, linear_model
 from neuro_lpc import GaussianLikelihood, GenerativeModel, LangevinSampler
 
 

@@ -9,7 +9,7 @@ import torch
 
 from circuits import Circuit, CircuitConfig
 from circuits.analysis import gaussian_posterior
-from helpers_circuit import F64, Wbx, conv_model, linear_model, mlp_model
+from problems import F64, Wbx, conv_model, linear_model, mlp_model
 from neuro_lpc import LangevinSampler
 
 

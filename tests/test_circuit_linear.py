@@ -1,7 +1,7 @@
-"""The linear circuit against closed forms (circuits.kernels_linear, circuits.analysis).
+"""The linear circuit against closed forms (circuits.theory, neuro_lpc.theory).
 
-The fast linear kernels give the general kernel's chain; the Euler-Maruyama chain has a stationary
-law given by a discrete Lyapunov equation (the SDE by a continuous one), and EM has weak order 1.
+The Euler-Maruyama chain has a stationary law given by a discrete Lyapunov equation (the SDE by a continuous one),
+and EM has weak order 1.  (That every kernel gives the same chain: tests/test_kernels.py.)
 """
 import numpy as np
 import pytest
@@ -11,35 +11,10 @@ import torch
 from circuits import Circuit, CircuitConfig
 from circuits.analysis import (euler_maruyama_stationary, gaussian_posterior, linear_circuit_matrices,
                                linear_sde_stationary, ula_stationary_eigen)
-from helpers_circuit import F64, Wbx, assert_moments, linear_model, max_z_cov, stationary_samples
+from problems import F64, Wbx, assert_moments, linear_model, max_z_cov, stationary_samples
 
 
 pytestmark = pytest.mark.usefixtures("single_thread")
-
-
-# ----------------------------------------------------------------------- linear kernels ----
-
-@pytest.mark.parametrize("d, n", [(3, 7), (6, 4)])
-@pytest.mark.parametrize("tau_e", [2e-3, 0.0])
-@pytest.mark.parametrize("form", ["error", "bogacz"])
-def test_linear_kernels_agree(d, n, tau_e, form):
-    """The fast linear kernels (reduced basis f = eps W when d < n, direct otherwise) give the same chain,
-    records and final error units as the general kernel (forced by per-unit time constants of spread 0)."""
-    model, x1 = linear_model(d, n, 0.5, seed=20)
-    x = x1.expand(4, -1).contiguous() + 0.3 * torch.randn(4, n, generator=torch.Generator().manual_seed(1), dtype=F64)
-    z0 = torch.randn(4, d, generator=torch.Generator().manual_seed(2), dtype=F64)
-    kw = dict(dt=2e-4, tau_z=1e-2, tau_e=tau_e, error_form=form)
-    fast = Circuit(model, CircuitConfig(**kw))
-    slow = Circuit(model, CircuitConfig(**kw, timescales={"name": "mismatch", "sigma": 0.0}))
-    a = fast.simulate(x, z0, steps=300, record_every=7, record_eps=True)
-    b = slow.simulate(x, z0, steps=300, record_every=7, record_eps=True)
-    assert fast.state["kernel"] == ("linear-plain-reduced" if d < n else "linear-plain")
-    assert slow.state["kernel"] == "linear"
-    torch.testing.assert_close(a.z, b.z, rtol=0, atol=1e-11)
-    torch.testing.assert_close(a.log_joint, b.log_joint, rtol=1e-12, atol=1e-9)
-    for key in ("eps", "error_norm"):
-        torch.testing.assert_close(a.extras[key], b.extras[key], rtol=1e-10, atol=1e-9)
-    torch.testing.assert_close(fast.state["eps"], slow.state["eps"], rtol=1e-10, atol=1e-9)
 
 
 # --------------------------------------------------------------------- linear-Gaussian theory ----

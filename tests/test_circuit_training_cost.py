@@ -4,7 +4,7 @@ computes the same numbers as the code it replaced, bit for bit:
 * the likelihood's one-pass evaluator (``DiscretizedGaussianLikelihood.bind``) instead of log_prob / error / a
   backward for sigma (tests/test_likelihoods.py checks the evaluator alone);
 * straight-through leaves p + (w - p) instead of the graph p + (w - p.detach()), built one tensor at a time, and
-  kept from step to step while what they are a function of is unchanged (``_Weights._key``);
+  kept from step to step while what they are a function of is unchanged (``RunWeights._key``);
 * the drift factor of a tensor with one write time from one log (tests/test_array.py);
 * the read-noise patch norm from a few all-ones output channels (tests/test_array.py);
 * frozen draws kept across the circuits a trainer builds (``Circuit(frozen_cache=...)``);
@@ -21,8 +21,8 @@ from torch import nn
 from torch.nn import functional as F
 
 import circuits.learn as learn
-import circuits.noise.devices as devices
-import circuits.weights as weights
+import circuits.noise.arrays as devices
+import circuits.run_weights as run_weights
 from circuits import Circuit, CircuitConfig
 from circuits.learn import CircuitTrainConfig, CircuitTrainer
 from neuro_lpc import likelihoods
@@ -47,7 +47,7 @@ def _base_reference(self, t):
 def _build_reference(self, t, gen):
     fwd = {}
     with torch.no_grad():
-        for name, w in self._base(t).items():
+        for name, w in self.base(t).items():
             for hook in self.dynamic:
                 w = hook(name, w, t, gen)
             fwd[name] = w
@@ -102,8 +102,8 @@ def _build_circuit_reference(self, array=None):
 @contextlib.contextmanager
 def _former_code(monkeypatch):
     with monkeypatch.context() as m:
-        m.setattr(weights._Weights, "_build", _build_reference)
-        m.setattr(weights._Weights, "_base", _base_reference)
+        m.setattr(run_weights.RunWeights, "_build", _build_reference)
+        m.setattr(run_weights.RunWeights, "base", _base_reference)
         m.setattr(devices.AnalogArray, "drift_factor", _drift_factor_reference)
         m.setattr(devices.AnalogArray, "read", _read_reference)
         m.setattr(devices, "read_noise_std", _read_noise_std_reference)

@@ -14,7 +14,7 @@ from circuits import Circuit, CircuitConfig
 from circuits.config import check_dt_static
 from circuits.noise import PRESETS
 from circuits.timescales import gain_decay
-from helpers_circuit import F64, linear_model
+from problems import F64, linear_model
 from neuro_lpc import GaussianLikelihood, GenerativeModel, LangevinSampler
 from neuro_lpc.errors import DivergenceError
 

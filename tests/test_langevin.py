@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from neuro_lpc import DivergenceError, GaussianLikelihood, GenerativeModel, LangevinSampler
-from neuro_lpc.models import ConvDecoder
+from neuro_lpc.networks import ConvDecoder
 
 
 def linear_problem(d, n, sigma, seed, scale=1.0):

@@ -1,6 +1,9 @@
 """Tests of neuro_lpc.metrics against closed forms, the prdc package and invariants."""
 import contextlib
+import importlib
 import io
+import types
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -341,9 +344,9 @@ def test_evaluate_samples_reports_uncertainties_diversity_and_collapse(classifie
 def test_real_statistics_carry_the_pixel_std(classifier, tmp_path):
     network = _features(classifier)
     stats = real_statistics("animal-mnist", network, n=40, split="test", cache_dir=tmp_path)
-    assert stats.pixel_std == pytest.approx(metrics.pixel_std(metrics._real_images("animal-mnist", "test", 40, None)))
+    assert stats.pixel_std == pytest.approx(metrics.pixel_std(metrics.evaluate._real_images("animal-mnist", "test", 40, None)))
     assert RealStatistics.load(next(tmp_path.iterdir())).pixel_std == stats.pixel_std
-    result = evaluate_samples(metrics._real_images("animal-mnist", "train", 30, None), stats, network=network, k=3)
+    result = evaluate_samples(metrics.evaluate._real_images("animal-mnist", "train", 30, None), stats, network=network, k=3)
     assert result["diversity"]["pixel_std_real"] == stats.pixel_std
 
 
@@ -367,4 +370,35 @@ def test_every_name_of_the_single_module_is_still_importable():
     frechet_distance functools hashlib importlib kth_neighbour_radii load_dataset load_fid_inception
     make_feature_network make_loader nn np os real_statistics scipy tempfile torch tqdm train_small_classifier
     warnings""".split()
-    assert [n for n in names if not hasattr(metrics, n)] == []
+    moved = {  # name -> where it lives now; reaching it through neuro_lpc.metrics warns (one release)
+        "_as_feature_tensor": "neuro_lpc.metrics.knn", "_chunk": "neuro_lpc.metrics.knn",
+        "_as_float64": "neuro_lpc.metrics._util", "_atomic_write": "neuro_lpc.metrics._util",
+        "_check_images": "neuro_lpc.metrics._util", "_make_classifier": "neuro_lpc.metrics.evaluate",
+        "_make_inception": "neuro_lpc.metrics.evaluate", "_real_images": "neuro_lpc.metrics.evaluate",
+        "_sha256": "neuro_lpc.metrics.inception", "DatasetInfo": "neuro_lpc.data", "ImageTensorDataset": "neuro_lpc.data",
+        "load_dataset": "neuro_lpc.data", "make_loader": "neuro_lpc.data", "Callable": "typing", "Path": "pathlib",
+        "dataclass": "dataclasses", "tqdm": "tqdm.auto"}
+    modules = {"F": "torch.nn.functional", "functools": "functools", "hashlib": "hashlib", "importlib": "importlib",
+               "nn": "torch.nn", "np": "numpy", "os": "os", "scipy": "scipy", "tempfile": "tempfile", "torch": "torch",
+               "warnings": "warnings"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert [n for n in names if n not in moved and n not in modules and not hasattr(metrics, n)] == []
+    for name, where in moved.items():
+        with pytest.warns(DeprecationWarning, match=f"neuro_lpc.metrics.{name} is deprecated; use {where}.{name}"):
+            assert getattr(metrics, name) is getattr(importlib.import_module(where), name)
+    for name, where in modules.items():
+        with pytest.warns(DeprecationWarning, match=f"neuro_lpc.metrics.{name} is deprecated; use {where}"):
+            assert getattr(metrics, name) is importlib.import_module(where)
+
+
+def test_the_package_namespace_holds_only_public_names():
+    """No private helper and no stdlib / third-party module is bound in neuro_lpc.metrics (submodules aside)."""
+    for name, value in vars(metrics).items():
+        if name.startswith("__") or name in ("annotations",):
+            continue
+        if isinstance(value, types.ModuleType):
+            assert value.__name__.startswith("neuro_lpc.metrics."), name
+        else:
+            assert not name.startswith("_"), name
+    assert all(not n.startswith("_") for n in metrics.__all__)

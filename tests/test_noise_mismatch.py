@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from circuits import Circuit, CircuitConfig
-from circuits.circuit import CircuitRun
+from circuits.run import CircuitRun
 from helpers_noise import F64, bind, linear_model
 from neuro_lpc import GaussianLikelihood, GenerativeModel
 

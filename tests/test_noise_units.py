@@ -10,7 +10,8 @@ import pytest
 import scipy.signal
 import torch
 
-from circuits import Circuit, CircuitConfig, OUBank
+from circuits import Circuit, CircuitConfig
+from circuits.noise import OUBank
 from circuits.analysis import euler_maruyama_stationary, linear_circuit_matrices
 from helpers_noise import F64, bind, increments, linear_model
 

@@ -1,4 +1,4 @@
-"""Weight devices (circuits.noise.weights, served by the circuit's analog array): programming noise, read
+"""Weight devices (circuits.noise.weight_sources, served by the circuit's analog array): programming noise, read
 noise and drift against the aihwkit PCM formulas; a programming draw per array from the seed, read noise
 fresh per product (per chain, per output, per step), drift in the time since programming."""
 import pytest
@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from circuits import Circuit, CircuitConfig
-from circuits.circuit import CircuitRun
+from circuits.run import CircuitRun
 from circuits.noise import pcm_drift_nu_moments, pcm_programming_std
 from helpers_noise import F64, bind
 from neuro_lpc import GaussianLikelihood, GenerativeModel
@@ -45,8 +45,8 @@ def test_read_noise_is_fresh_per_chain_per_output_and_per_step():
     run = CircuitRun(c, torch.zeros(B, 300, dtype=F64), z, torch.Generator().manual_seed(0))
     assert run.kernel == "linear" and run.read_sigma == pytest.approx(0.0175 * float(model.decoder.weight.abs().max()))
     clean = model.decoder(z).detach()
-    d1 = (run._forward_linear(z) - clean) / (run.read_sigma * z.norm(dim=1, keepdim=True))
-    d2 = (run._forward_linear(z) - clean) / (run.read_sigma * z.norm(dim=1, keepdim=True))
+    d1 = (run.kernel_impl.forward(z) - clean) / (run.read_sigma * z.norm(dim=1, keepdim=True))
+    d2 = (run.kernel_impl.forward(z) - clean) / (run.read_sigma * z.norm(dim=1, keepdim=True))
     for d in (d1, d2):                                  # unit normal per output: sigma_r ||z|| xi
         assert abs(d.std().item() - 1) < 0.03 and abs(d.mean().item()) < 0.03
     assert abs(torch.corrcoef(torch.stack([d1.flatten(), d2.flatten()]))[0, 1].item()) < 0.05   # fresh per read
@@ -59,7 +59,7 @@ def test_read_noise_is_fresh_per_chain_per_output_and_per_step():
     run2 = CircuitRun(c2, torch.zeros(B, 300, dtype=F64), z, torch.Generator().manual_seed(0))
     assert run2.kernel == "autograd"
     run2.weights.step(0.0, run2.gen)
-    e = (run2._forward_autograd(z) - clean) / (run.read_sigma * z.norm(dim=1, keepdim=True))
+    e = (run2.kernel_impl.forward(z) - clean) / (run.read_sigma * z.norm(dim=1, keepdim=True))
     assert abs(e.std().item() - 1) < 0.03
 
 

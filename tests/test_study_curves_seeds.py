@@ -103,7 +103,7 @@ def test_trainer_step_hooks_time_is_not_training_time(tmp_path):
     from neuro_lpc.config import TrainConfig
     from neuro_lpc.likelihoods import GaussianLikelihood
     from neuro_lpc.model import GenerativeModel
-    from neuro_lpc.models import MLPEncoder
+    from neuro_lpc.networks import MLPEncoder
     from neuro_lpc.train import LPCTrainer
 
     data = torch.utils.data.TensorDataset(torch.randn(48, 6), torch.zeros(48, dtype=torch.long))

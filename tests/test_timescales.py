@@ -35,3 +35,25 @@ def test_timescale_models():
     model = linear_model()[0]
     circuit = Circuit(model, CircuitConfig(dt=1e-4, noise="cortical", timescales="uniform"))
     assert circuit.uniform_timescales
+
+
+# --------------------------------------------------------------------------------- renames ----
+
+def test_timescale_mismatch_is_registered_by_name_and_saves_as_before():
+    from circuits.timescales import TIMESCALES, TimescaleMismatch
+
+    model = make_timescales({"name": "mismatch", "sigma": 0.2})
+    assert TIMESCALES["mismatch"] is TimescaleMismatch and type(model) is TimescaleMismatch
+    assert model.to_dict() == {"name": "mismatch", "sigma": 0.2, "tau_z": None, "tau_e": None,
+                               "populations": ["value", "error", "gain"]}
+    assert make_timescales(model.to_dict()) == model
+
+
+def test_old_name_timescales_mismatch_warns_and_is_timescale_mismatch():
+    import circuits.timescales as ts
+
+    with pytest.warns(DeprecationWarning, match="circuits.timescales.Mismatch is deprecated; use .*TimescaleMismatch"):
+        old = ts.Mismatch
+    assert old is ts.TimescaleMismatch
+    with pytest.raises(AttributeError):
+        ts.NoSuchModel

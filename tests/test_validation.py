@@ -9,7 +9,7 @@ from torch import nn
 
 from circuits.circuit import Circuit
 from circuits.config import NOISE_AMPLITUDE_MAX, CircuitConfig, check_dt_static
-from circuits.integrate import stable_dt_bound
+from circuits.stability import stable_dt_bound
 from circuits.learn import CircuitTrainConfig
 from circuits.study.config import StudyConfig, StudyError, check_fields
 from circuits.sweep import SweepConfig

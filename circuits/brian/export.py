@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .._checks import check_int
 from . import network
-from .simulate import _check_int
 from .spec import circuit_spec
 
 __all__ = ["export_brian2"]
@@ -84,8 +84,8 @@ def export_brian2(model, x, config, path, z0=None, steps: int = 10_000, record_e
     steps, record_every, seed: the script's defaults (seed default: ``config.seed``). Raises
     ``BrianUnsupported`` / ValueError (one line) before writing anything when the circuit cannot be expressed.
     """
-    _check_int("steps", steps, 1)
-    _check_int("record_every", record_every, 1, steps)
+    check_int("steps", steps, 1)
+    check_int("record_every", record_every, 1, steps)
     path = Path(path)
     if path.suffix != ".py":
         raise ValueError(f"export path must end in .py, got {str(path)!r}")

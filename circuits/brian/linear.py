@@ -38,7 +38,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..diagnostics._checks import positive as _positive
+from .._checks import positive as _positive
 
 __all__ = ["BrianCircuitTrajectory", "simulate_linear_circuit_brian", "build_linear_circuit_network",
            "linear_circuit_from_model"]

@@ -78,7 +78,7 @@ def build_network(spec, record_every=1, codeobj_class=None, record=True):
     """
     import brian2 as b2
 
-    B, d, n, L = int(spec["B"]), int(spec["d"]), int(spec["n"]), int(spec["L"])
+    B, L = int(spec["B"]), int(spec["L"])
     sizes = [int(s) for s in spec["sizes"]]          # [d, h_1, ..., h_{L-1}, n]
     acts = [str(a) for a in spec["acts"]]             # activation of layers 1..L
     adiabatic, separate_fb = bool(spec["adiabatic"]), bool(spec["separate_fb"])
@@ -86,34 +86,69 @@ def build_network(spec, record_every=1, codeobj_class=None, record=True):
     kw = {"dt": dt}
     if codeobj_class is not None:
         kw["codeobj_class"] = codeobj_class
-    state_order = 2 * L + 2
     ns = {"var_p": float(spec["var_p"]), "leak": float(spec["leak"]), "tgt_scale": float(spec["tgt_scale"])}
-    noisy_z = bool(np.any(np.asarray(spec["q_z"]) > 0))
-    noisy_e = bool(np.any(np.asarray(spec["q_e"]) > 0))
+    value = _value_group(b2, spec, ns, kw)
+    hidden = _hidden_groups(b2, spec, sizes, acts, ns, kw)
+    error = _error_group(b2, spec, acts, ns, kw)
+    layers = [value] + hidden + [error]
+    synapses = _layer_synapses(b2, spec, layers, sizes, ns, kw)
+    _set_parameters_and_state(spec, layers, B, adiabatic, b2.second)
+    monitors = _state_monitors(b2, value, error, record_every, dt, codeobj_class, adiabatic) if record else {}
+    net = b2.Network(*layers, *synapses, *monitors.values())
+    return net, {"value": value, "error": error, "hidden": hidden}, monitors
 
+
+def _state_order(spec):
+    """The execution slot of the value and error units' state updates: after the forward (1..L) and backward
+    (L+1..2L) synaptic sums."""
+    return 2 * int(spec["L"]) + 2
+
+
+def _value_group(b2, spec, ns, kw):
+    """The B * d value units: dz/dt = (fb - z / var_p) / tau_z (+ sqrt(q_z / tau_z) xi_z); output zo = g_v z + o_v."""
+    noisy_z = bool(np.any(np.asarray(spec["q_z"]) > 0))
     value_eqs = ["dz/dt = (fb - z / var_p) / tau_z" + (" + sqrt(q_z / tau_z) * xi_z" if noisy_z else "") + " : 1",
                  "fb : 1", "tau_z : second (constant)", "q_z : 1 (constant)", "g_v : 1 (constant)",
                  "o_v : 1 (constant)", "zo = g_v * z + o_v : 1"]
-    value = b2.NeuronGroup(B * d, "\n".join(value_eqs), method="euler", order=state_order, namespace=ns,
-                           name="value_units*", **kw)
+    return b2.NeuronGroup(int(spec["B"]) * int(spec["d"]), "\n".join(value_eqs), method="euler",
+                          order=_state_order(spec), namespace=ns, name="value_units*", **kw)
+
+
+def _hidden_groups(b2, spec, sizes, acts, ns, kw):
+    """The decoder's hidden layers 1..L-1 (B * h_l units each; no state of their own)."""
+    B, L = int(spec["B"]), int(spec["L"])
     hidden = []
     for l in range(1, L):
-        eqs = _layer_equations(acts[l - 1], separate_fb, is_output=False)
+        eqs = _layer_equations(acts[l - 1], bool(spec["separate_fb"]), is_output=False)
         hidden.append(b2.NeuronGroup(B * sizes[l], "\n".join(eqs), method="euler", order=0, namespace=ns,
                                      name=f"hidden{l}_units*", **kw))
-    err_eqs = _layer_equations(acts[L - 1], separate_fb, is_output=True)
+    return hidden
+
+
+def _error_group(b2, spec, acts, ns, kw):
+    """The B * n error units (the output layer L): target = tgt_scale (x - mu_s), mu_s = g_p h + o_p;
+    eps = target / leak (adiabatic) or deps/dt = (target - leak eps) / tau_e (+ sqrt(q_e / tau_e) xi_e);
+    feedback output eps_fb = g_e eps + o_e."""
+    L = int(spec["L"])
+    noisy_e = bool(np.any(np.asarray(spec["q_e"]) > 0))
+    err_eqs = _layer_equations(acts[L - 1], bool(spec["separate_fb"]), is_output=True)
     err_eqs += ["x_in : 1 (constant)", "g_p : 1 (constant)", "o_p : 1 (constant)", "g_e : 1 (constant)",
                 "o_e : 1 (constant)", "mu_s = g_p * h + o_p : 1", "target = tgt_scale * (x_in - mu_s) : 1",
                 "eps_fb = g_e * eps + o_e : 1"]
-    if adiabatic:
+    if bool(spec["adiabatic"]):
         err_eqs.append("eps = target / leak : 1")
     else:
         err_eqs += ["deps/dt = (target - leak * eps) / tau_e" + (" + sqrt(q_e / tau_e) * xi_e" if noisy_e else "")
                     + " : 1", "tau_e : second (constant)", "q_e : 1 (constant)"]
-    error = b2.NeuronGroup(B * n, "\n".join(err_eqs), method="euler", order=state_order, namespace=ns,
-                           name="error_units*", **kw)
-    layers = [value] + hidden + [error]
+    return b2.NeuronGroup(int(spec["B"]) * int(spec["n"]), "\n".join(err_eqs), method="euler",
+                          order=_state_order(spec), namespace=ns, name="error_units*", **kw)
 
+
+def _layer_synapses(b2, spec, layers, sizes, ns, kw):
+    """Per layer l = 1..L, within each chain: the forward synapses (w = W_l, and wfb = the feedback copy's weights
+    when ``separate_fb``) summed into layer l first, in order 1..L, then the feedback synapses (wb = Wfb_l^T)
+    summed back into layer l-1, in order L..1."""
+    B, L, separate_fb = int(spec["B"]), int(spec["L"]), bool(spec["separate_fb"])
     synapses = []
     for l in range(1, L + 1):
         pre, post = layers[l - 1], layers[l]
@@ -139,8 +174,13 @@ def build_network(spec, record_every=1, codeobj_class=None, record=True):
         for u in back.summed_updaters.values():
             u.order = L + 1 + (L - l)                         # then backward layers L..1
         synapses += [fwd, back]
+    return synapses
 
-    value.tau_z = np.tile(np.asarray(spec["tau_z"], float), B) * b2.second
+
+def _set_parameters_and_state(spec, layers, B, adiabatic, second):
+    """Per-unit parameters (tiled over the B chains), biases, the input x and the initial state z0 (and eps0)."""
+    value, error = layers[0], layers[-1]
+    value.tau_z = np.tile(np.asarray(spec["tau_z"], float), B) * second
     value.q_z = np.tile(np.asarray(spec["q_z"], float), B)
     value.g_v = np.tile(np.asarray(spec["g_v"], float), B)
     value.o_v = np.tile(np.asarray(spec["o_v"], float), B)
@@ -151,20 +191,22 @@ def build_network(spec, record_every=1, codeobj_class=None, record=True):
     for name in ("g_p", "o_p", "g_e", "o_e"):
         setattr(error, name, np.tile(np.asarray(spec[name], float), B))
     if not adiabatic:
-        error.tau_e = np.tile(np.asarray(spec["tau_e"], float), B) * b2.second
+        error.tau_e = np.tile(np.asarray(spec["tau_e"], float), B) * second
         error.q_e = np.tile(np.asarray(spec["q_e"], float), B)
         error.eps = np.asarray(spec["eps0"], float).ravel()
 
+
+def _state_monitors(b2, value, error, record_every, dt, codeobj_class, adiabatic):
+    """StateMonitors of z (and eps when the error units have dynamics) in the "start" slot every ``record_every``
+    steps."""
     monitors = {}
-    if record:
-        mkw = {"dt": int(record_every) * dt, "when": "start"}
-        if codeobj_class is not None:
-            mkw["codeobj_class"] = codeobj_class
-        monitors["z"] = b2.StateMonitor(value, "z", record=True, name="z_monitor*", **mkw)
-        if not adiabatic:
-            monitors["eps"] = b2.StateMonitor(error, "eps", record=True, name="eps_monitor*", **mkw)
-    net = b2.Network(*layers, *synapses, *monitors.values())
-    return net, {"value": value, "error": error, "hidden": hidden}, monitors
+    mkw = {"dt": int(record_every) * dt, "when": "start"}
+    if codeobj_class is not None:
+        mkw["codeobj_class"] = codeobj_class
+    monitors["z"] = b2.StateMonitor(value, "z", record=True, name="z_monitor*", **mkw)
+    if not adiabatic:
+        monitors["eps"] = b2.StateMonitor(error, "eps", record=True, name="eps_monitor*", **mkw)
+    return monitors
 
 
 def record_rows(steps, record_every):

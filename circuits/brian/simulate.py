@@ -15,6 +15,7 @@ import torch
 from neuro_lpc.errors import DivergenceError
 from neuro_lpc.record import Trajectory
 
+from .._checks import check_int
 from .network import run_network
 from .spec import BrianUnsupported, circuit_spec
 
@@ -35,11 +36,6 @@ def code_object_class(target: str):
             raise BrianUnsupported(f"target 'cython' is not available: {err}") from None
         return CythonCodeObject
     raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
-
-
-def _check_int(name, v, lo, hi=None):
-    if isinstance(v, bool) or not isinstance(v, int) or v < lo or (hi is not None and v > hi):
-        raise ValueError(f"{name} must be an integer {'>= ' + str(lo) if hi is None else f'in [{lo}, {hi}]'}, got {v!r}")
 
 
 def _measure(model, x, z, eps, adiabatic):
@@ -75,10 +71,10 @@ def simulate_brian2(model, x: torch.Tensor, config, z0=None, steps: int = 10_000
     Raises ``BrianUnsupported`` (a ValueError) naming what Brian2 cannot express, ValueError on bad
     arguments (both before any work), and ``neuro_lpc.DivergenceError`` on NaN/inf.
     """
-    _check_int("steps", steps, 1)
-    _check_int("record_every", record_every, 1, steps)
+    check_int("steps", steps, 1)
+    check_int("record_every", record_every, 1, steps)
     if seed is not None:
-        _check_int("seed", seed, 0)
+        check_int("seed", seed, 0)
     codeobj = code_object_class(target)
     spec = circuit_spec(model, x, config, z0=z0, seed=seed)
     circuit = spec.pop("_circuit")

@@ -26,7 +26,7 @@ from typing import NamedTuple
 import numpy as np
 from scipy import stats
 
-from . import _checks as ck
+from .. import _checks as ck
 
 __all__ = ["NoiseCorrelations", "noise_correlations", "poisson_counts", "spike_count_fano", "poisson_fano_theory"]
 

@@ -33,7 +33,7 @@ from typing import NamedTuple
 import numpy as np
 import scipy.linalg
 
-from . import _checks as ck
+from .. import _checks as ck
 from .ou import ou_exact_ar1, ou_stationary_cov
 
 __all__ = ["LinearFlux", "linear_flux_theory", "sampled_circulation", "pair_reversal_kl",

@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.linalg
 
-from . import _checks as ck
+from .. import _checks as ck
 
 __all__ = ["ou_stationary_cov", "ou_lagged_cov", "ou_autocorrelation", "ou_integrated_autocorr_time",
            "ou_exact_ar1", "euler_maruyama_ar1", "ar1_stationary_cov", "ar1_lagged_cov",

@@ -23,7 +23,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import _checks as ck
+from .. import _checks as ck
 
 __all__ = ["AcrossTrial", "across_trial_moments", "overshoot_fraction", "Quenching", "quenching_curve"]
 

@@ -29,7 +29,7 @@ from typing import NamedTuple
 import numpy as np
 from scipy import special
 
-from . import _checks as ck
+from .. import _checks as ck
 
 __all__ = ["gaussian_kl", "gaussian_kl_null_bias", "SpontaneousEvoked", "spontaneous_evoked_kl",
            "aggregate_posterior_kl_linear"]

@@ -45,21 +45,39 @@ Layout
 ------
 ``base`` (:class:`CircuitContext`, :class:`BoundSource`, :class:`NoiseSource`, shared helpers), one
 module per physical family -- ``units`` (thermal, shot, flicker and :class:`OUBank`), ``mismatch``
-(gain/offset mismatch), ``weights`` (programming noise, read noise, drift), ``converters``
-(quantisation, saturation), ``feedback`` (feedback mismatch) --, ``presets`` (:data:`PRESETS`) and
-``model`` (the registry :data:`NOISE_SOURCES`, :func:`make_noise`, :class:`NoiseModel`).
+(gain/offset mismatch), ``weight_sources`` (programming noise, read noise, drift, pulsed updates),
+``converters`` (quantisation, saturation), ``feedback`` (feedback mismatch) --, ``arrays`` (the analog
+array the weight sources configure: :class:`AnalogArray`, :class:`PulsedDevice`, the device physics),
+``presets`` (:data:`PRESETS`) and ``model`` (the registry :data:`NOISE_SOURCES`, :func:`make_noise`,
+:class:`NoiseModel`).
+
+This namespace holds public names only: the bound sources (``_Thermal``, ...) and the shared helpers
+(``_add_scaled``, ...) are imported from their defining submodule. :class:`OUBank` (a bank of OU
+processes whose sum has a 1/f spectrum) stays here: it is a building block for a user's own
+noise source. ``circuits.noise.devices`` and ``circuits.noise.weights`` are deprecated aliases of
+``arrays`` and ``weight_sources``.
 """
-from .base import (ACTIVITY_SITES, STATE_SITES, UNITS, BoundSource, CircuitContext, NoiseSource, _add_scaled,
-                   _is_weight, _sites, _sqrt, _white_coefs)
-from .converters import QUANT_DEFAULT_BITS, QUANT_DEFAULT_BOUND, Quantisation, Saturation, _Quantisation, _Saturation, quantise
-from .feedback import FeedbackMismatch, _FeedbackMismatch
-from .mismatch import Mismatch, _Mismatch
+from .arrays import (WEIGHT_DEVICE_TYPES, AnalogArray, PulsedDevice, ReadNoiseHooks, apply_pulses, read_noise_std,
+                     stochastic_round)
+from .base import ACTIVITY_SITES, STATE_SITES, UNITS, BoundSource, CircuitContext, NoiseSource
+from .converters import QUANT_DEFAULT_BITS, QUANT_DEFAULT_BOUND, Quantisation, Saturation, quantise
+from .feedback import FeedbackMismatch
+from .mismatch import Mismatch
 from .model import NOISE_SOURCES, NoiseModel, make_noise
 from .presets import PRESETS
-from .units import Flicker, OUBank, Shot, Thermal, _Flicker, _Shot, _Thermal
-from .devices import AnalogArray, PulsedDevice, ReadNoiseHooks, apply_pulses, read_noise_std, stochastic_round
-from .weights import Drift, PulsedUpdate, WeightProgramming, WeightRead, pcm_drift_nu_moments, pcm_programming_std
+from .units import Flicker, OUBank, Shot, Thermal
+from .weight_sources import (Drift, PulsedUpdate, WeightProgramming, WeightRead, pcm_drift_nu_moments,
+                             pcm_programming_std)
 
-__all__ = ["NoiseSource", "NoiseModel", "BoundSource", "CircuitContext", "OUBank", "NOISE_SOURCES", "PRESETS",
-           "Thermal", "Shot", "Flicker", "Mismatch", "WeightProgramming", "WeightRead", "Drift", "Quantisation",
-           "Saturation", "FeedbackMismatch", "PulsedUpdate", "AnalogArray", "PulsedDevice", "make_noise", "pcm_programming_std", "pcm_drift_nu_moments"]
+__all__ = [
+    # the model, the registry, the presets
+    "NoiseModel", "NOISE_SOURCES", "PRESETS", "make_noise",
+    # writing a source
+    "NoiseSource", "BoundSource", "CircuitContext", "OUBank", "ACTIVITY_SITES", "STATE_SITES", "UNITS",
+    # the sources
+    "Thermal", "Shot", "Flicker", "Mismatch", "WeightProgramming", "WeightRead", "Drift", "PulsedUpdate",
+    "Quantisation", "Saturation", "FeedbackMismatch", "quantise", "QUANT_DEFAULT_BITS", "QUANT_DEFAULT_BOUND",
+    # the analog array behind the weight sources
+    "AnalogArray", "PulsedDevice", "ReadNoiseHooks", "WEIGHT_DEVICE_TYPES", "apply_pulses", "read_noise_std",
+    "stochastic_round", "pcm_programming_std", "pcm_drift_nu_moments",
+]

@@ -121,7 +121,7 @@ class BoundSource:
     error_increment: Callable | None = None
     state_clip: Callable | None = None
     record: Callable | None = None
-    weight_device: bool = False  # served by the circuit's analog array (circuits.noise.devices), not by hooks
+    weight_device: bool = False  # served by the circuit's analog array (circuits.noise.arrays), not by hooks
 
     def __init__(self, source: "NoiseSource", ctx: CircuitContext):
         self.source = source

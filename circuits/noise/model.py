@@ -18,7 +18,7 @@ from .feedback import FeedbackMismatch
 from .mismatch import Mismatch
 from .presets import PRESETS
 from .units import Flicker, Shot, Thermal
-from .weights import Drift, PulsedUpdate, WeightProgramming, WeightRead
+from .weight_sources import Drift, PulsedUpdate, WeightProgramming, WeightRead
 
 NOISE_SOURCES: dict[str, type[NoiseSource]] = {
     cls.type: cls for cls in (Thermal, Shot, Flicker, Mismatch, WeightProgramming, WeightRead, Drift, PulsedUpdate,

@@ -20,8 +20,8 @@ from .posterior import (PosteriorInputs, PosteriorRun, circuit_config_for, circu
 from .quality import choose_feature, sample_quality
 from .report import COLLAPSED, DIVERGED, LEARNED, NOT_RUN, STATUSES, add_row, decide_status, render_markdown, verdict
 from .run import build_parser, main, run_study
-from .train import (NotRun, Trained, _cache_folder, _fit_cached, _train_config, fit_cached, train_circuit, train_config,
-                    train_discrete, train_pc, train_vae, train_vae_same_wall)
+from .train import (NotRun, Trained, fit_cached, train_circuit, train_config, train_discrete, train_pc, train_vae,
+                    train_vae_same_wall)
 
 __all__ = [
     "DEFAULT_NOISE", "StudyConfig", "StudyError", "check_inputs", "resolve_noise", "Method", "StudyContext",

@@ -65,7 +65,7 @@ class StudyConfig:
     train_batches: int = 700                   # optimiser steps (5 epochs of animal-mnist at batch 64 = 700)
     batch_size: int = 64
     architecture: str = "auto"                 # decoder/encoder: auto (mlp for 28x28 data on a CPU, else the paper's conv),
-                                               # mlp (40-512-512-image), conv (Table 2) -- neuro_lpc.models.ARCHITECTURES
+                                               # mlp (40-512-512-image), conv (Table 2) -- neuro_lpc.networks.ARCHITECTURES
     lr: float = 2e-3                           # Adam (the paper: 1e-3; 2e-3 reached FID 122-136 after 5 epochs of the MLP,
                                                # 1e-3 needed 7: docs/study.md "budgets"); the paper budget sets 1e-3
     lr_schedule: str = "constant"              # constant | cosine (TrainConfig.lr_schedule)

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import analysis
+from .. import _checks, analysis
 
 
 @dataclass
@@ -69,7 +69,7 @@ def _dt_of(label: str, log_joints, dt_record) -> float:
             return float(t[1] - t[0])
     if dt_record is None:
         raise ValueError(f"no record times for {label!r}: pass log_joints_by_method (t first) or dt_record")
-    return analysis._positive("dt_record", dt_record)
+    return _checks.positive("dt_record", dt_record)
 
 
 def onset_starts(model, n_trials: int, generator=None, like=None):
@@ -171,11 +171,11 @@ def diagnostics_section(traces_by_method: dict, log_joints_by_method: dict | Non
     cfg = config or DiagnosticsConfig()
     if not isinstance(traces_by_method, dict) or not traces_by_method:
         raise ValueError("traces_by_method must be a non-empty dict: row label -> (z_trace (R, B, d), x)")
-    prior_std = analysis._positive("prior_std", prior_std)
+    prior_std = _checks.positive("prior_std", prior_std)
     if not 0 < cfg.stationary_fraction <= 1:
         raise ValueError(f"stationary_fraction must be in (0, 1], got {cfg.stationary_fraction}")
-    analysis._positive("count_window", cfg.count_window)
-    analysis._positive("rate_gain", cfg.rate_gain)
+    _checks.positive("count_window", cfg.count_window)
+    _checks.positive("rate_gain", cfg.rate_gain)
     zs = {label: _z_of(label, v) for label, v in traces_by_method.items()}
     dts = {label: _dt_of(label, log_joints_by_method, dt_record) for label in zs}
     unknown = [k for k in (onset_by_method or {}) if k not in zs]

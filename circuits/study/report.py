@@ -271,24 +271,50 @@ def verdict(report: dict) -> list[str]:
     ranked = sorted(((n, r) for n, r in m.items() if r["ranked"] and _finite(r["rank_metric"]["value"])),
                     key=lambda nr: nr[1]["rank_metric"]["value"])
     if ranked:
-        chain = f"{ranked[0][1]['label']} {_rank_cell(ranked[0][1], scale)}"
-        for (_, prev), (_, cur) in zip(ranked, ranked[1:]):
-            c = _rank_cmp(cur, prev)
-            chain += f" {'≈' if c and c[0] == 'matches' else '<'} {cur['label']} {_rank_cell(cur, scale)}"
-        out.append(f"Ranked by {klabel} (lower is better; ± across seeds where a row has several, else within-run; ≈: "
-                   f"within {TIE_SE:g} combined standard errors): {chain}.")
+        out.append(_ranking_sentence(ranked, scale, klabel))
     refs = {n: r for n, r in m.items() if r["kind"] == "reference" and _finite(r["rank_metric"]["value"])}
     if refs:
-        floor, ceil = refs.get("data"), refs.get("untrained")
-        bits = [f"{r['label']} {_rank_cell(r, scale)}" for r in refs.values()]
-        line = "References at the same n: " + "; ".join(bits) + "."
-        if floor and ceil:
-            above = [r["label"] for _, r in ranked if _rank_cmp(r, ceil) and _rank_cmp(r, ceil)[0] != "better"]
-            if above:
-                line += f" Not better than the untrained model: {', '.join(above)} (no learning measured)."
-            else:
-                line += " Every ranked row sits below the untrained ceiling."
-        out.append(line)
+        out.append(_references_sentence(refs, ranked, scale))
+    improving = _still_improving(m)
+    if improving:
+        out.append(f"Still improving at the end of the budget ({report.get('curve_metric', 'KID')} over the last "
+                   f"doubling of training, beyond 2 se): {'; '.join(improving)}: "
+                   f"{'its rank is' if len(improving) == 1 else 'their ranks are'} a statement about this budget only.")
+    ref = m.get("discrete")
+    if ref and ref["ranked"]:
+        out += _circuit_vs_reference(m, ref, key, scale, klabel)
+        out += _baselines_vs_reference(m, ref, scale, klabel)
+    elif ref is not None:
+        out.append(f"{ref['label']} is {ref['status']}: there is no reference for the comparisons.")
+    return out + _unranked_sentences(m)
+
+
+def _ranking_sentence(ranked: list, scale: float, klabel: str) -> str:
+    """The ranked rows, best first: "A x < B y ≈ C z" (≈: within ``TIE_SE`` combined se of the row before)."""
+    chain = f"{ranked[0][1]['label']} {_rank_cell(ranked[0][1], scale)}"
+    for (_, prev), (_, cur) in zip(ranked, ranked[1:]):
+        c = _rank_cmp(cur, prev)
+        chain += f" {'≈' if c and c[0] == 'matches' else '<'} {cur['label']} {_rank_cell(cur, scale)}"
+    return (f"Ranked by {klabel} (lower is better; ± across seeds where a row has several, else within-run; ≈: "
+            f"within {TIE_SE:g} combined standard errors): {chain}.")
+
+
+def _references_sentence(refs: dict, ranked: list, scale: float) -> str:
+    """The references (data floor, untrained ceiling) and the ranked rows not better than the untrained model."""
+    floor, ceil = refs.get("data"), refs.get("untrained")
+    bits = [f"{r['label']} {_rank_cell(r, scale)}" for r in refs.values()]
+    line = "References at the same n: " + "; ".join(bits) + "."
+    if floor and ceil:
+        above = [r["label"] for _, r in ranked if _rank_cmp(r, ceil) and _rank_cmp(r, ceil)[0] != "better"]
+        if above:
+            line += f" Not better than the untrained model: {', '.join(above)} (no learning measured)."
+        else:
+            line += " Every ranked row sits below the untrained ceiling."
+    return line
+
+
+def _still_improving(m: dict) -> list[str]:
+    """"label (change ± se from step a to step b)" of each ranked row whose learning curve was still improving."""
     improving = []
     for n, r in m.items():
         tr = r.get("training") or {}
@@ -297,40 +323,52 @@ def verdict(report: dict) -> list[str]:
                        == "still improving"), tr.get("convergence") or {})
             improving.append(f"{r['label']} ({pm(ch.get('change') or 0, ch.get('change_se') or 0)} from step "
                              f"{ch.get('from_step')} to {ch.get('to_step')})")
-    if improving:
-        out.append(f"Still improving at the end of the budget ({report.get('curve_metric', 'KID')} over the last "
-                   f"doubling of training, beyond 2 se): {'; '.join(improving)}: "
-                   f"{'its rank is' if len(improving) == 1 else 'their ranks are'} a statement about this budget only.")
-    ref = m.get("discrete")
-    if ref and ref["ranked"]:
-        for name, r in m.items():
-            if name == "discrete" or not r["ranked"] or r["kind"] not in ("circuit",):
-                continue
-            bits = [b for b in (_rank_phrase(r, ref, scale, klabel), _seed_fid_clause(r, ref, key)) if b]
-            pp = (r.get("posterior") and ref.get("posterior")) and _posterior_phrase(r["posterior"], ref["posterior"])
-            if pp:
-                pp = "on the same model (discrete LPC's), " + pp
-            if bits or pp:
-                out.append("; ".join(bits + ([pp] if pp else [])) + ".")
+    return improving
+
+
+def _circuit_vs_reference(m: dict, ref: dict, key: str, scale: float, klabel: str) -> list[str]:
+    """Each ranked circuit row against discrete LPC: rank, per-seed FID, posterior on the same model, and the
+    aggregate-posterior sentence where the circuit row ranks better."""
+    out = []
+    for name, r in m.items():
+        if name == "discrete" or not r["ranked"] or r["kind"] not in ("circuit",):
+            continue
+        bits = [b for b in (_rank_phrase(r, ref, scale, klabel), _seed_fid_clause(r, ref, key)) if b]
+        pp = (r.get("posterior") and ref.get("posterior")) and _posterior_phrase(r["posterior"], ref["posterior"])
+        if pp:
+            pp = "on the same model (discrete LPC's), " + pp
+        if bits or pp:
+            out.append("; ".join(bits + ([pp] if pp else [])) + ".")
+        c = _rank_cmp(r, ref)
+        if c and c[0] == "better":
+            ag = aggregate_phrase(r, ref)
+            if ag:
+                out.append(ag)
+    return out
+
+
+def _baselines_vs_reference(m: dict, ref: dict, scale: float, klabel: str) -> list[str]:
+    """Discrete LPC against each ranked VAE / PC row (with that row's budget), and the aggregate-posterior sentence
+    where the baseline ranks better."""
+    out = []
+    for name, r in m.items():
+        if r["kind"] in ("vae", "pc") and r["ranked"]:
+            ph = _rank_phrase(ref, r, scale, klabel)
+            if ph:
+                tr = r.get("training") or {}
+                out.append(f"Against {r['label']} ({tr.get('budget', '')}: {_num(tr.get('optimiser_steps'))} optimiser "
+                           f"steps, {_num(tr.get('wall_s'), 3)} s): {ph}.")
             c = _rank_cmp(r, ref)
             if c and c[0] == "better":
                 ag = aggregate_phrase(r, ref)
                 if ag:
                     out.append(ag)
-        for name, r in m.items():
-            if r["kind"] in ("vae", "pc") and r["ranked"]:
-                ph = _rank_phrase(ref, r, scale, klabel)
-                if ph:
-                    tr = r.get("training") or {}
-                    out.append(f"Against {r['label']} ({tr.get('budget', '')}: {_num(tr.get('optimiser_steps'))} optimiser "
-                               f"steps, {_num(tr.get('wall_s'), 3)} s): {ph}.")
-                c = _rank_cmp(r, ref)
-                if c and c[0] == "better":
-                    ag = aggregate_phrase(r, ref)
-                    if ag:
-                        out.append(ag)
-    elif ref is not None:
-        out.append(f"{ref['label']} is {ref['status']}: there is no reference for the comparisons.")
+    return out
+
+
+def _unranked_sentences(m: dict) -> list[str]:
+    """Why each collapsed, diverged or not-run row is not ranked."""
+    out = []
     for name, r in m.items():
         if r["status"] == COLLAPSED:
             out.append(f"The samples of {r['label']} collapsed ({r['status_reason']}): not ranked.")
@@ -415,24 +453,46 @@ def curves_table(report: dict) -> list[str]:
 
 
 def render_markdown(report: dict) -> str:
-    m, c = report["methods"], report["config"]
+    """report.md: the table and the verdict first, then the budget, learning curves, how each number was made,
+    the posterior table, divergences, run time by stage, the diagnostics, figures and recordings."""
+    m = report["methods"]
     lines = first_table(report)
     lines += ["", " ".join(report.get("verdict") or verdict(report))]
-    rs = report.get("real_set") or {}
-    lines += ["", f"Budget `{report.get('budget', '?')}`: {c.get('train_batches')} optimiser steps per training, "
-              f"{report.get('architecture', c.get('architecture'))} networks, seeds {report.get('seeds')} for the compared "
-              f"rows (the ideal circuit control: its own seeds, +1000). The ranking metric is KID, mean over seeds ± the "
-              f"se across seeds (training variance included); rows with one seed carry their within-run se (subsets), "
-              f"labelled so. FID, density and coverage are on each row's pooled samples (n in the table) against "
-              f"{rs.get('n')} real images of the {rs.get('split')} split ({rs.get('what', '')}), ± their within-run "
-              f"(bootstrap) se. Features: {report.get('feature_label')}"
-              + (f", path `{report['feature_path']}`" if report.get("feature_path") else "") + "."]
+    lines += ["", _budget_paragraph(report)]
     lines += ["", "## Learning curves and aggregate posteriors (`learning_curves.png`)", "", *curves_table(report)]
+    lines += _methods_section(report)
+    for name, r in m.items():
+        for stage, msg in (r.get("errors") or {}).items():
+            lines.append(f"- **{r['label']}, {stage} diverged:** {msg.splitlines()[0]}")
+    lines += _run_time_section(report)
+    if report.get("diagnostics"):
+        from .diagnostics import render_markdown as diagnostics_markdown
+        lines += ["", diagnostics_markdown(report["diagnostics"]).rstrip()]
+    lines += _figures_section(report)
+    return "\n".join(lines) + "\n"
+
+
+def _budget_paragraph(report: dict) -> str:
+    """The budget, seeds and how the ranking metric and the sample-quality numbers were computed."""
+    c, rs = report["config"], report.get("real_set") or {}
+    return (f"Budget `{report.get('budget', '?')}`: {c.get('train_batches')} optimiser steps per training, "
+            f"{report.get('architecture', c.get('architecture'))} networks, seeds {report.get('seeds')} for the compared "
+            f"rows (the ideal circuit control: its own seeds, +1000). The ranking metric is KID, mean over seeds ± the "
+            f"se across seeds (training variance included); rows with one seed carry their within-run se (subsets), "
+            f"labelled so. FID, density and coverage are on each row's pooled samples (n in the table) against "
+            f"{rs.get('n')} real images of the {rs.get('split')} split ({rs.get('what', '')}), ± their within-run "
+            f"(bootstrap) se. Features: {report.get('feature_label')}"
+            + (f", path `{report['feature_path']}`" if report.get("feature_path") else "") + ".")
+
+
+def _methods_section(report: dict) -> list[str]:
+    """The title, the status / sample-quality / training notes, and the posterior table with its notes."""
+    m, c = report["methods"], report["config"]
     n_r = next((r["samples"].get("n_real") for r in m.values() if r.get("samples") and "n_real" in r["samples"]), None)
     n_s = next((r["samples"].get("n") for r in m.values() if r.get("samples") and "n" in r["samples"]), None)
     train_rows = "; ".join(f"{r['label']}: {(r.get('training') or {}).get('budget', '–')}" for r in m.values()
                            if r.get("training"))
-    lines += [
+    return [
         "",
         f"# Circuit vs discrete LPC — noise `{report['noise_label']}`, data `{c['dataset']}`",
         "",
@@ -464,31 +524,36 @@ def render_markdown(report: dict) -> str:
         f"± Madras–Sokal se) are shown only where the estimator is reliable: ≥ 50 records per τ in every latent unit; "
         f"otherwise the cell says how many records per τ the worst unit had.",
     ]
-    for name, r in m.items():
-        for stage, msg in (r.get("errors") or {}).items():
-            lines.append(f"- **{r['label']}, {stage} diverged:** {msg.splitlines()[0]}")
+
+
+def _run_time_section(report: dict) -> list[str]:
+    """Wall and CPU seconds per stage, training wall time per row, work done in the training workers."""
+    m = report["methods"]
     stages, cpu = report.get("stages") or {}, report.get("stages_cpu") or {}
-    if stages:
-        lines += ["", "## Run time by stage", "",
-                  f"On {report.get('device', '?')}; training and sampling with {_num((report.get('threads') or {}).get('training_and_sampling'))} "
-                  f"torch thread(s) per process, {_num(report.get('train_workers', 1))} training process(es) side by side; "
-                  f"CPU s counts this process and its finished workers (on a shared machine nearer to the unloaded cost "
-                  f"than the wall time).", "", "| stage | wall s | CPU s |", "|---|---|---|"]
-        lines += [f"| {k} | {v:.1f} | {_num(cpu.get(k), 4)} |" for k, v in stages.items()]
-        walls = report.get("stages_training") or {}
-        if walls:
-            lines += ["", "Training wall time per row in this run (s; rows in workers overlap; a cached row only loads): "
-                      + ", ".join(f"{m[k]['label'] if k in m else k} {v:.1f}" for k, v in walls.items()) + "."]
-        wm, jobs = report.get("stages_worker_metrics") or {}, report.get("stages_worker_jobs") or {}
-        if wm or jobs:
-            lines += ["", "Sample features computed in the training workers right after each row trained, overlapping "
-                      "the other rows' training (s): " + ", ".join(
-                          [f"{m[k]['label'] if k in m else k} {v:.1f}" for k, v in wm.items()]
-                          + [f"{k} {v:.1f}" for k, v in jobs.items() if v is not None]) + "."]
-    if report.get("diagnostics"):
-        from .diagnostics import render_markdown as diagnostics_markdown
-        lines += ["", diagnostics_markdown(report["diagnostics"]).rstrip()]
-    lines += [
+    if not stages:
+        return []
+    lines = ["", "## Run time by stage", "",
+             f"On {report.get('device', '?')}; training and sampling with {_num((report.get('threads') or {}).get('training_and_sampling'))} "
+             f"torch thread(s) per process, {_num(report.get('train_workers', 1))} training process(es) side by side; "
+             f"CPU s counts this process and its finished workers (on a shared machine nearer to the unloaded cost "
+             f"than the wall time).", "", "| stage | wall s | CPU s |", "|---|---|---|"]
+    lines += [f"| {k} | {v:.1f} | {_num(cpu.get(k), 4)} |" for k, v in stages.items()]
+    walls = report.get("stages_training") or {}
+    if walls:
+        lines += ["", "Training wall time per row in this run (s; rows in workers overlap; a cached row only loads): "
+                  + ", ".join(f"{m[k]['label'] if k in m else k} {v:.1f}" for k, v in walls.items()) + "."]
+    wm, jobs = report.get("stages_worker_metrics") or {}, report.get("stages_worker_jobs") or {}
+    if wm or jobs:
+        lines += ["", "Sample features computed in the training workers right after each row trained, overlapping "
+                  "the other rows' training (s): " + ", ".join(
+                      [f"{m[k]['label'] if k in m else k} {v:.1f}" for k, v in wm.items()]
+                      + [f"{k} {v:.1f}" for k, v in jobs.items() if v is not None]) + "."]
+    return lines
+
+
+def _figures_section(report: dict) -> list[str]:
+    """The figures and recordings the run wrote, and the study's wall time."""
+    return [
         "",
         "## Figures",
         "- `samples.png` — samples of each model",
@@ -502,4 +567,3 @@ def render_markdown(report: dict) -> str:
         "",
         f"Wall time of the whole study: {report['wall_s']:.0f} s on {report['device']}.",
     ]
-    return "\n".join(lines) + "\n"

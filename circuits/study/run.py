@@ -7,8 +7,9 @@ import sys
 import time
 import traceback
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -89,85 +90,166 @@ def run_study(cfg: StudyConfig, log=print, methods=None) -> dict:
     return report
 
 
+@dataclass
+class _StudyRun:
+    """What the stages of one study run share: the config, the rows, their results so far, the stage clock."""
+
+    cfg: StudyConfig
+    out: Path
+    noise: Any
+    log: Callable
+    methods: list
+    stages: Stages
+    device: Any = None
+    ctx: Any = None                 # the StudyContext the rows' trainers and samplers see
+    board: Any = None               # the ProgressBoard
+    by_name: dict = field(default_factory=dict)    # row name -> Method
+    parts: dict = field(default_factory=dict)      # row name -> {"errors", "samples", "posterior", "not_run"}
+    feature: str | None = None      # the feature network's kind (inception | classifier)
+    net: Any = None                 # the feature network
+    scorer: Any = None              # the learning curves' scorer (None: no curves)
+    n_for: Callable | None = None   # row name -> its number of samples
+
+
 def _run(cfg: StudyConfig, out: Path, noise, log, methods) -> dict:
+    """The study's stages in order: set-up, feature network, 1. training and 2. posteriors, 3. sample quality (rows,
+    then the references), 4. figures and diagnostics, 5. the table and the report (written last: marks success)."""
+    from .. import plots  # noqa: F401 -- matplotlib loaded before the clock starts and the training workers fork
+    t_start, cpu_start = time.perf_counter(), _cpu_s()
+    run = _StudyRun(cfg, out, noise, log, methods, Stages())
+    _set_up(run)
+    _feature_stage(run)
+    ref, traces, lj = _training_and_posterior_stage(run)
+    real, samples, label, metric_key, references = _quality_stage(run)
+    curves, curve_label = _figures_stage(run, ref, traces, lj, samples, references)
+    with run.stages.time("diagnostics"):   # issue 9: flux, quenching, noise correlations, spontaneous vs evoked
+        from .diagnostics import diagnostics_section
+        diagnostics = diagnostics_section(traces, lj, prior_std=float(ref.model.prior_std), out=out,
+                                          onset_by_method=run.ctx.onsets or None)
+    table = _results_table(run, references, metric_key)
+    report = _report_dict(run, table, metric_key, label, curve_label, real, diagnostics, curves)
+    return _write_report(run, report, t_start, cpu_start)
+
+
+def _set_up(run: _StudyRun) -> None:
+    """Device, seed, progress board, the data set and the resolved budget; the rows' StudyContext."""
     from neuro_lpc.data import load_dataset
 
-    from .. import plots
     from .progress import ProgressBoard
 
-    t_start, cpu_start = time.perf_counter(), _cpu_s()
-    stages = Stages()
-    device = resolve_device(cfg.device)
+    cfg, log = run.cfg, run.log
+    run.device = device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
-    board = ProgressBoard(log)
+    run.board = board = ProgressBoard(log)
     if cfg.budget == "quick":
         log("[quick] budget quick: a first look whose models are NOT trained enough to rank (use the default budget "
             "or --budget long for numbers to compare)")
-    with stages.time("set-up"):
+    with run.stages.time("set-up"):
         train_set, test_set, info = load_dataset(cfg.dataset, cfg.data_root)
         cfg.resolve_train_batches(info.n_train)
         cfg.architecture = cfg.resolved_architecture(info.image_size, device)
     log(f"[budget] {cfg.budget}: {cfg.train_batches} optimiser steps of batch {cfg.batch_size} "
         f"({cfg.train_batches / cfg.steps_per_epoch(info.n_train):.3g} epochs), T = {cfg.langevin_steps}, "
         f"{cfg.architecture} networks, {cfg.seeds} seed(s) of the compared rows, {cfg.n_samples} samples per row")
-    ctx = StudyContext(cfg, device, noise, out, out / "models", train_set, test_set, info, log)
+    run.ctx = ctx = StudyContext(cfg, device, run.noise, run.out, run.out / "models", train_set, test_set, info, log)
     ctx.board, ctx.progress = board, board.update
-    parts = {m.name: {"errors": {}} for m in methods}
-    by_name = {m.name: m for m in methods}
+    run.parts = {m.name: {"errors": {}} for m in run.methods}
+    run.by_name = {m.name: m for m in run.methods}
 
-    # the feature network first: training workers compute each row's sample features as soon as it has trained
-    feature = quality.choose_feature(cfg, device)
-    with stages.time("metrics: feature network"):
-        board.stage("feature networks")
-        net = quality.feature_network(cfg, device, feature)
-        scorer = quality.curve_scorer(cfg, device, info, net) if cfg.curve_points else None
-    if scorer is not None:
-        ctx.curve_recorder = quality.curve_recorder_factory(cfg, scorer)
-    n_for = quality.samples_per_row(cfg, by_name)
+
+def _feature_stage(run: _StudyRun) -> None:
+    """The feature network first: training workers compute each row's sample features as soon as it has trained."""
+    cfg, device = run.cfg, run.device
+    run.feature = quality.choose_feature(cfg, device)
+    with run.stages.time("metrics: feature network"):
+        run.board.stage("feature networks")
+        run.net = quality.feature_network(cfg, device, run.feature)
+        run.scorer = quality.curve_scorer(cfg, device, run.ctx.info, run.net) if cfg.curve_points else None
+    if run.scorer is not None:
+        run.ctx.curve_recorder = quality.curve_recorder_factory(cfg, run.scorer)
+    run.n_for = quality.samples_per_row(cfg, run.by_name)
+
+
+def _training_and_posterior_stage(run: _StudyRun):
+    """1. Every row's training (with the worker jobs: real-set and reference features, samples of the rows the parent
+    trains) and 2. the posterior rows, at ``cfg.threads`` torch threads; returns (reference Trained, traces, lj)."""
+    cfg, device, net, methods, board = run.cfg, run.device, run.net, run.methods, run.board
     with torch_threads(cfg.threads):   # training and sampling: many small ops (StudyConfig.threads)
-        post = quality.worker_features(cfg, device, net, n_for)
+        post = quality.worker_features(cfg, device, net, run.n_for)
         jobs = [("real set features", lambda _ctx: quality.real_set(cfg, net), ())]
         jobs += [(REFERENCE_JOB + r, quality.reference_job(cfg, r, net), ()) for r in quality.REFERENCES]
-        jobs += [(SAMPLES_JOB + m.name, _samples_job(by_name, m, post), m.after)
+        jobs += [(SAMPLES_JOB + m.name, _samples_job(run.by_name, m, post), m.after)
                  for m in methods if not m.pretrain and m.name != "discrete" and m.name not in cfg.skip]
         board.stage(f"training ({sum(1 for m in methods if m.name not in cfg.skip)} trainings)")
-        ref = _train(ctx, methods, parts, stages, post=post, jobs=jobs)
+        ref = _train(run.ctx, methods, run.parts, run.stages, post=post, jobs=jobs)
         board.close()
         board.stage("posterior comparison")
-        traces, lj = _posteriors(ctx, methods, parts, stages, ref)
+        traces, lj = _posteriors(run.ctx, methods, run.parts, run.stages, ref)
+    return ref, traces, lj
 
-    # 3. sample quality ---------------------------------------------------------------------------------
-    board.stage("sample quality")
-    log(f"[metrics] {feature} features ({_feature_path(net, device)}), {cfg.n_samples} "
-        f"samples per row (a row with {cfg.seeds} seeds: {n_for('discrete')} per seed, pooled)")
-    with stages.time("metrics: real set"):
-        real = quality.real_set(cfg, net)   # from the cache a worker wrote (or computed here)
-    samples, label, images, features = {}, None, {}, {}
+
+def _quality_stage(run: _StudyRun):
+    """3. Sample quality of every row (seeds pooled) and of the references (data floor, untrained ceiling).
+
+    Returns (real-set statistics, sample grids per label, the metric's label, metric key, references)."""
     from neuro_lpc.data import dataset_tensor
+
+    cfg, ctx, device = run.cfg, run.ctx, run.device
+    run.board.stage("sample quality")
+    run.log(f"[metrics] {run.feature} features ({_feature_path(run.net, device)}), {cfg.n_samples} "
+            f"samples per row (a row with {cfg.seeds} seeds: {run.n_for('discrete')} per seed, pooled)")
+    with run.stages.time("metrics: real set"):
+        real = quality.real_set(cfg, run.net)   # from the cache a worker wrote (or computed here)
     test_x, _ = dataset_tensor(ctx.test_set, min(500, len(ctx.test_set)))
     test_x = test_x.to(device)
-    workers = ctx.train_workers if device.type == "cpu" else 1
+    images, features = _row_samples(run)
+    samples, label = _score_rows(run, images, features, real, test_x)
+    metric_key = getattr(run.net, "metric", "fid" if run.feature == "inception" else "fd")
+    references = {}
+    for r in quality.REFERENCES:           # the data floor and the untrained ceiling, at the same n
+        o = ctx.worker_jobs.get("job:" + REFERENCE_JOB + r, {}).get("value")
+        with run.stages.time(f"metrics: reference {r}"):
+            references[r] = quality.evaluate_reference(r, o, real, run.net, run.feature, cfg, device, ctx.info,
+                                                       run.scorer)
+        if r == "untrained" and references[r].get("images") is not None:
+            samples[quality.REFERENCE_LABELS[r]] = references[r]["images"][:64]
+    return real, samples, label, metric_key, references
+
+
+def _row_samples(run: _StudyRun) -> tuple[dict, dict]:
+    """(images, features) per trained row: drawn and featurised by its training worker, else here."""
+    cfg, ctx = run.cfg, run.ctx
+    images, features = {}, {}
+    workers = ctx.train_workers if run.device.type == "cpu" else 1
     for name, tr in ctx.trained.items():
         if tr.same_as is not None:          # the same model as another row: its metrics, not a second evaluation
             continue
-        with stages.time(f"metrics: {name.split('@')[0]}"):
+        with run.stages.time(f"metrics: {name.split('@')[0]}"):
             done = ctx.worker_samples.get(name)
             if done is not None:            # drawn and featurised by the row's training worker
                 imgs, feats = done["images"], done["features"]
             else:
-                imgs = quality.draw_samples(tr.sampler if tr.sampler is not None else tr.model, n_for(name),
-                                            quality.sample_seed(cfg, by_name[name]), device)
-                feats = (quality.features_in_parallel(net, imgs, workers, out)
+                imgs = quality.draw_samples(tr.sampler if tr.sampler is not None else tr.model, run.n_for(name),
+                                            quality.sample_seed(cfg, run.by_name[name]), run.device)
+                feats = (quality.features_in_parallel(run.net, imgs, workers, run.out)
                          if torch.isfinite(imgs).all() else None)
         images[name], features[name] = imgs, feats
-    for m in methods:
+    return images, features
+
+
+def _score_rows(run: _StudyRun, images: dict, features: dict, real, test_x) -> tuple[dict, str | None]:
+    """Each row's sample quality over its seeds (into ``run.parts``) and its encoder's aggregate posterior on
+    ``test_x``; a row sharing another's model copies its scores. Returns (sample grids per label, metric label)."""
+    cfg, ctx, by_name, parts = run.cfg, run.ctx, run.by_name, run.parts
+    samples, label = {}, None
+    for m in run.methods:
         if m.replica_of is not None or m.name not in images:
             continue
         group = _seed_group(m.name, images, by_name)
-        with stages.time(f"metrics: {m.name}"):
+        with run.stages.time(f"metrics: {m.name}"):
             try:
-                q = quality.evaluate_group([images[g] for g in group], [features[g] for g in group], real, net,
-                                           feature, cfg, seeds=[(ctx.trained[g].training or {}).get(
+                q = quality.evaluate_group([images[g] for g in group], [features[g] for g in group], real, run.net,
+                                           run.feature, cfg, seeds=[(ctx.trained[g].training or {}).get(
                                                "seed", cfg.seed + by_name[g].seed_index) for g in group])
             except quality.NonFiniteSamples as e:
                 parts[m.name]["errors"]["samples"] = str(e)
@@ -183,19 +265,19 @@ def _run(cfg: StudyConfig, out: Path, noise, log, methods) -> dict:
     for name, tr in ctx.trained.items():
         if tr.same_as is not None and "samples" in parts.get(tr.same_as, {}):
             parts[name]["samples"] = dict(parts[tr.same_as]["samples"], same_as=tr.same_as)
-    metric_key = getattr(net, "metric", "fid" if feature == "inception" else "fd")
-    references = {}
-    for r in quality.REFERENCES:           # the data floor and the untrained ceiling, at the same n
-        o = ctx.worker_jobs.get("job:" + REFERENCE_JOB + r, {}).get("value")
-        with stages.time(f"metrics: reference {r}"):
-            references[r] = quality.evaluate_reference(r, o, real, net, feature, cfg, device, info, scorer)
-        if r == "untrained" and references[r].get("images") is not None:
-            samples[quality.REFERENCE_LABELS[r]] = references[r]["images"][:64]
+    return samples, label
 
-    # 4. figures ----------------------------------------------------------------------------------------
-    board.stage("figures and report")
-    with stages.time("figures"):
-        labels = {m.name: m.label for m in methods}
+
+def _figures_stage(run: _StudyRun, ref, traces, lj, samples, references) -> tuple[dict, str]:
+    """4. The figures: sample grids, posterior trajectories and log joints, training losses, learning curves.
+
+    Returns (learning curves per label, the curves' metric label)."""
+    from .. import plots
+
+    ctx, by_name, out = run.ctx, run.by_name, run.out
+    run.board.stage("figures and report")
+    with run.stages.time("figures"):
+        labels = {m.name: m.label for m in run.methods}
         plots.plot_sample_grids(samples, out / "samples.png")
         plots.plot_trajectories(traces, lambda xx, zz: ref.model.log_joint(xx, zz), out / "trajectories.png")
         plots.plot_delta_log_joint(lj, out / "delta_log_joint.png")
@@ -203,38 +285,44 @@ def _run(cfg: StudyConfig, out: Path, noise, log, methods) -> dict:
         plots.plot_training({labels[n]: tr.history for n, tr in ctx.trained.items() if by_name[n].replica_of is None},
                             out / "training.png")
         curves = {}
-        for m in methods:
+        for m in run.methods:
             if m.replica_of is None and m.name in ctx.trained and ctx.trained[m.name].training:
                 pts = [ctx.trained[n].training.get("curve") or [] for n in _seed_group(m.name, ctx.trained, by_name)]
                 if any(pts) and ctx.trained[m.name].same_as is None and pts not in curves.values():
                     curves[m.label] = pts          # (deploy rows share discrete LPC's training: drawn once)
-        curve_label = scorer.label if scorer is not None else "KID"
+        curve_label = run.scorer.label if run.scorer is not None else "KID"
         if curves:
             plots.plot_learning_curves(curves, out / "learning_curves.png", curve_label,
                                        {quality.REFERENCE_LABELS[r]: (references[r].get("curve_kid")) for r in references})
-    with stages.time("diagnostics"):   # issue 9: flux, quenching, noise correlations, spontaneous vs evoked
-        from .diagnostics import diagnostics_section
-        diagnostics = diagnostics_section(traces, lj, prior_std=float(ref.model.prior_std), out=out,
-                                          onset_by_method=ctx.onsets or None)
+    return curves, curve_label
 
-    # 5. the table and the report -----------------------------------------------------------------------
+
+def _results_table(run: _StudyRun, references: dict, metric_key: str) -> dict:
+    """5. The table: one row per method (its seeds folded in), then the references."""
     table = {}
-    for m in methods:
+    for m in run.methods:
         if m.replica_of is not None:
             continue
-        p, tr = parts[m.name], ctx.trained.get(m.name)
-        training = _seed_training(ctx, by_name, m) if tr else None
+        p, tr = run.parts[m.name], run.ctx.trained.get(m.name)
+        training = _seed_training(run.ctx, run.by_name, m) if tr else None
         add_row(table, m.name, label=m.label, kind=m.kind, training=training,
-                samples=p.get("samples"), posterior=p.get("posterior"), errors=_seed_errors(parts, by_name, m),
+                samples=p.get("samples"), posterior=p.get("posterior"), errors=_seed_errors(run.parts, run.by_name, m),
                 not_run=p.get("not_run"), metric_key=metric_key)
     for r in quality.REFERENCES:
         add_row(table, r, label=quality.REFERENCE_LABELS[r], kind="reference", samples=references[r].get("samples"),
                 not_run=references[r].get("not_run"), metric_key=metric_key)
-    recordings = [f"posterior_{ctx.slug(m.name)}.h5" for m in methods
+    return table
+
+
+def _report_dict(run: _StudyRun, table, metric_key, label, curve_label, real, diagnostics, curves) -> dict:
+    """The report (report.json's content before the verdict and the stage times): the table, what produced it
+    (feature network, budget, seeds, noise, device, versions), diagnostics, figures and recordings."""
+    cfg, ctx, out, net, device, noise = run.cfg, run.ctx, run.out, run.net, run.device, run.noise
+    recordings = [f"posterior_{ctx.slug(m.name)}.h5" for m in run.methods
                   if m.posterior is not None and (out / f"posterior_{ctx.slug(m.name)}.h5").is_file()]
     report = {
-        "methods": table, "metric_key": metric_key, "feature": feature,
-        "feature_label": label or getattr(net, "label", feature),
+        "methods": table, "metric_key": metric_key, "feature": run.feature,
+        "feature_label": label or getattr(net, "label", run.feature),
         "feature_path": _feature_path(net, device),
         "curve_metric": curve_label,
         "budget": cfg.budget, "seeds": cfg.seeds_of(True), "architecture": cfg.architecture,
@@ -251,6 +339,13 @@ def _run(cfg: StudyConfig, out: Path, noise, log, methods) -> dict:
     }
     if not curves:
         report["figures"].remove("learning_curves.png")
+    return report
+
+
+def _write_report(run: _StudyRun, report: dict, t_start: float, cpu_start: float) -> dict:
+    """The verdict and the stage times (total since ``t_start``; training per row; worker jobs) into ``report``,
+    then report.md and report.json (written last: it marks a finished run)."""
+    ctx, stages = run.ctx, run.stages
     report["verdict"] = verdict(report)
     stages["total"] = time.perf_counter() - t_start
     stages.cpu["total"] = _cpu_s() - cpu_start
@@ -263,8 +358,9 @@ def _run(cfg: StudyConfig, out: Path, noise, log, methods) -> dict:
     report["stages_worker_metrics"] = dict(ctx.worker_metric_walls)
     report["stages_worker_jobs"] = {n[4:]: o.get("wall_s") for n, o in ctx.worker_jobs.items()}
     report["wall_s"] = stages["total"]
-    atomic_write_text(out / "report.md", render_markdown(report))
-    atomic_write_text(out / "report.json", json.dumps(report, indent=2, default=_json_default))  # last: marks success
+    atomic_write_text(run.out / "report.md", render_markdown(report))
+    # report.json last: it marks success
+    atomic_write_text(run.out / "report.json", json.dumps(report, indent=2, default=_json_default))
     return report
 
 

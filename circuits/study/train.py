@@ -35,7 +35,7 @@ class Trained:
     history: list[dict]
     training: dict          # optimiser_steps, grad_evals, grad_evals_per_step, wall_s, budget, cached, ...
     sampler: Any = None     # the model as it runs on the device (analog learning modes); None: ``model``
-    array: Any = None       # the analog array the row's weights sit on (circuits.noise.devices.AnalogArray)
+    array: Any = None       # the analog array the row's weights sit on (circuits.noise.arrays.AnalogArray)
     same_as: str | None = None  # the row whose model this is (its sample metrics are reused, not recomputed)
 
 
@@ -78,9 +78,6 @@ def train_config(cfg, method: str, n_train: int = 9000, **overrides) -> TrainCon
     return TrainConfig(**kw)
 
 
-_train_config = train_config  # the name circuits.sweep imports
-
-
 def cache_folder(root: Path, name: str, config) -> Path:
     """models/<name>-<hash of the training config>: a cached model is reused only for the same config."""
     d = config.to_dict() if hasattr(config, "to_dict") else asdict(config)
@@ -88,9 +85,6 @@ def cache_folder(root: Path, name: str, config) -> Path:
     h = hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:10]
     safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in name)
     return root / f"{safe}-{h}"
-
-
-_cache_folder = cache_folder
 
 
 def fit_cached(trainer, train_set, folder: Path, ctx=None, name: str | None = None, sample=None) -> FitResult:
@@ -159,12 +153,6 @@ class ProgressHook:
         self.report({"row": self.name, "step": int(trainer.global_step), "total": self.total,
                      "train_wall_s": float(trainer.train_wall_s), "kid": kid, "max_wall_s": self.max_wall_s})
         return time.perf_counter() - now
-
-
-def _fit_cached(trainer, train_set, folder: Path) -> tuple[list[dict], float]:
-    """(history, wall seconds) of :func:`fit_cached` (the form circuits.sweep uses)."""
-    r = fit_cached(trainer, train_set, folder)
-    return r.history, r.wall_s
 
 
 def training_row(fit: FitResult, grad_evals_per_step: int, budget: str, **extra) -> dict:

@@ -22,41 +22,22 @@ Feature networks (registry ``FEATURE_NETWORKS``):
 """
 from __future__ import annotations
 
-# stdlib / third-party names the single-module version exposed, kept importable
-import functools
-import hashlib
-import importlib
-import os
-import tempfile
-import warnings
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable
-
-import numpy as np
-import scipy
-import torch
-from torch import nn
-from torch.nn import functional as F
-from tqdm.auto import tqdm
-
-from ..data import DatasetInfo, ImageTensorDataset, load_dataset, make_loader
-from ._util import _as_float64, _atomic_write, _check_images, default_cache_dir
+from ._util import default_cache_dir
 from .classifier import (FD_CLASSIFIER_LABEL, SmallClassifier, SmallClassifierFeatures, classifier_accuracy,
                          train_small_classifier)
 from .diversity import (detect_collapse, duplicate_fraction, feature_spread, flatness, mean_pairwise_distance,
                         pixel_std)
-from .evaluate import (FEATURE_NETWORKS, RealStatistics, _make_classifier, _make_inception, _real_images,
-                       default_feature, evaluate_samples, make_feature_network, real_statistics)
+from .evaluate import (FEATURE_NETWORKS, RealStatistics, default_feature, evaluate_samples, make_feature_network,
+                       real_statistics)
 from .frechet import (feature_statistics, frechet_distance, frechet_distance_features, frechet_distance_se,
                       trace_sqrt_product)
 from .inception import (FID_INCEPTION_FILE, FID_INCEPTION_INPUT_RANGE, FID_INCEPTION_PACKAGE, FID_INCEPTION_SHA256,
                         FID_INCEPTION_SIZE, FID_LABEL, INCEPTION_PRECISIONS, NATIVE_BF16_CAPABILITIES, Bf16ConvReLU,
                         Bf16Inception,
-                        FastInception, InceptionFeatures, _sha256, cpu_bf16_capabilities, cpu_has_native_bf16,
+                        FastInception, InceptionFeatures, cpu_bf16_capabilities, cpu_has_native_bf16,
                         fid_inception_path, file_sha256, load_fid_inception, precision_reason, resolve_precision)
 from .kid import kernel_inception_distance, mmd2_unbiased, polynomial_kernel
-from .knn import _as_feature_tensor, _chunk, density_coverage, kth_neighbour_radii
+from .knn import density_coverage, kth_neighbour_radii
 
 __all__ = [
     "FD_CLASSIFIER_LABEL", "FEATURE_NETWORKS", "FID_INCEPTION_FILE", "FID_INCEPTION_INPUT_RANGE", "FID_INCEPTION_PACKAGE",
@@ -70,3 +51,32 @@ __all__ = [
     "load_fid_inception", "make_feature_network", "mean_pairwise_distance", "mmd2_unbiased", "pixel_std",
     "polynomial_kernel", "real_statistics", "train_small_classifier",
 ]
+
+def __getattr__(name: str):
+    """Names the single-module version exposed: deprecated here, returned from where they live."""
+    # names the single-module version exposed (its imports, the data helpers and private helpers), kept one release:
+    # each now warns and names where it lives
+    moved = {
+        "_as_float64": "neuro_lpc.metrics._util", "_atomic_write": "neuro_lpc.metrics._util",
+        "_check_images": "neuro_lpc.metrics._util", "_make_classifier": "neuro_lpc.metrics.evaluate",
+        "_make_inception": "neuro_lpc.metrics.evaluate", "_real_images": "neuro_lpc.metrics.evaluate",
+        "_sha256": "neuro_lpc.metrics.inception", "_as_feature_tensor": "neuro_lpc.metrics.knn",
+        "_chunk": "neuro_lpc.metrics.knn",
+        "DatasetInfo": "neuro_lpc.data", "ImageTensorDataset": "neuro_lpc.data", "load_dataset": "neuro_lpc.data",
+        "make_loader": "neuro_lpc.data",
+        "Callable": "typing", "Path": "pathlib", "dataclass": "dataclasses", "tqdm": "tqdm.auto",
+    }
+    moved_modules = {
+        "functools": "functools", "hashlib": "hashlib", "importlib": "importlib", "os": "os", "tempfile": "tempfile",
+        "warnings": "warnings", "np": "numpy", "scipy": "scipy", "torch": "torch", "nn": "torch.nn",
+        "F": "torch.nn.functional",
+    }
+    if name not in moved and name not in moved_modules:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib import import_module
+    from warnings import warn
+
+    where = moved.get(name) or moved_modules[name]
+    new = f"{where}.{name}" if name in moved else where
+    warn(f"neuro_lpc.metrics.{name} is deprecated; use {new}", DeprecationWarning, stacklevel=2)
+    return getattr(import_module(where), name) if name in moved else import_module(where)

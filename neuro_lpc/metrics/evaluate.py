@@ -194,6 +194,24 @@ def evaluate_samples(
     fd_bootstrap = _check_count("fd_bootstrap", fd_bootstrap, 2)
     knn_bootstrap = _check_count("knn_bootstrap", knn_bootstrap, 2)
     n_fake = fake_images.shape[0]
+    dataset, real_pixel_std = _check_real_set(real, dataset, k)
+    if n_fake < 2 or k >= n_fake:
+        raise ValueError(f"need more than k = {k} (and at least 2) fake images, got {n_fake}")
+    if network is None:
+        network = make_feature_network(feature, dataset, device, cache_dir, root)
+    real_features, real_pixel_std = _real_features(real, network, n_fake, n_real, split, root, cache_dir, real_pixel_std)
+    fake_features = _fake_features(fake_images, fake_features, network, real_features.shape[1])
+    result = _sample_quality(fake_images, fake_features, real_features, real_pixel_std, network, k, device,
+                             fd_bootstrap, knn_bootstrap, kid_subset_size, kid_subsets, seed)
+    result.update(n=int(n_fake), n_real=int(real_features.shape[0]), k=int(k), feature=network.key, label=network.label)
+    return result
+
+
+def _check_real_set(real, dataset: str | None, k: int) -> tuple[str | None, float | None]:
+    """Check ``real`` (a data set name, a :class:`RealStatistics` or a tensor of more than k real images).
+
+    Returns the data set's name (``dataset``, else the one ``real`` names) and, for a tensor, its pixel std
+    (:func:`pixel_std`; None otherwise)."""
     real_pixel_std = None
     if isinstance(real, str):
         dataset = dataset or real
@@ -206,10 +224,15 @@ def evaluate_samples(
         real_pixel_std = pixel_std(real)
     else:
         raise ValueError(f"real must be a tensor of images, a RealStatistics or a data set name, got {type(real).__name__}")
-    if n_fake < 2 or k >= n_fake:
-        raise ValueError(f"need more than k = {k} (and at least 2) fake images, got {n_fake}")
-    if network is None:
-        network = make_feature_network(feature, dataset, device, cache_dir, root)
+    return dataset, real_pixel_std
+
+
+def _real_features(real, network, n_fake: int, n_real, split: str, root, cache_dir, real_pixel_std):
+    """(features (n_real, D), pixel std) of the real set in ``network``'s features.
+
+    A data set name becomes its cached :func:`real_statistics` (``n_real`` images of ``split``, default
+    min(n_fake, split size)); statistics must be of ``network``'s features and bring their own pixel std;
+    a tensor of images goes through the network (its pixel std, ``real_pixel_std``, is passed through)."""
     if isinstance(real, str):
         if n_real is None:
             train, test, _ = load_dataset(real, root)
@@ -218,17 +241,26 @@ def evaluate_samples(
     if isinstance(real, RealStatistics):
         if real.feature != network.key:
             raise ValueError(f"real statistics were computed with {real.feature!r} features, not {network.key!r}")
-        real_features = real.features
-        real_pixel_std = real.pixel_std
-    else:
-        real_features = network(real).numpy()
+        return real.features, real.pixel_std
+    return network(real).numpy(), real_pixel_std
+
+
+def _fake_features(fake_images: torch.Tensor, fake_features, network, dim: int) -> np.ndarray:
+    """``network``'s features (N, dim) of the fakes: computed, or the given ``fake_features`` checked for shape."""
+    n_fake = fake_images.shape[0]
     if fake_features is None:
-        fake_features = network(fake_images).numpy()
-    else:
-        fake_features = np.asarray(fake_features.numpy() if isinstance(fake_features, torch.Tensor) else fake_features)
-        if fake_features.shape != (n_fake, real_features.shape[1]):
-            raise ValueError(f"fake_features must have shape ({n_fake}, {real_features.shape[1]}) "
-                             f"(one row of {network.key} features per image), got {tuple(fake_features.shape)}")
+        return network(fake_images).numpy()
+    fake_features = np.asarray(fake_features.numpy() if isinstance(fake_features, torch.Tensor) else fake_features)
+    if fake_features.shape != (n_fake, dim):
+        raise ValueError(f"fake_features must have shape ({n_fake}, {dim}) "
+                         f"(one row of {network.key} features per image), got {tuple(fake_features.shape)}")
+    return fake_features
+
+
+def _sample_quality(fake_images, fake_features, real_features, real_pixel_std, network, k: int, device,
+                    fd_bootstrap: int, knn_bootstrap: int, kid_subset_size: int, kid_subsets: int, seed: int) -> dict:
+    """The metrics of :func:`evaluate_samples` from the two feature sets: Fréchet distance and its bootstrap SE,
+    KID, density / coverage / precision / recall, diversity and the collapse verdict (all seeded by ``seed``)."""
     metric = network.metric
     result = {metric: frechet_distance_features(fake_features, real_features)}
     result[f"{metric}_se"] = frechet_distance_se(fake_features, real_features, fd_bootstrap, seed)
@@ -239,5 +271,4 @@ def evaluate_samples(
                                feature_spread=feature_spread(fake_features, real_features, seed=seed))
     result["collapsed"], result["collapse_reason"] = detect_collapse(
         fake_images, fake_features, real_features, pixel_std_real=real_pixel_std, seed=seed)
-    result.update(n=int(n_fake), n_real=int(real_features.shape[0]), k=int(k), feature=network.key, label=network.label)
     return result

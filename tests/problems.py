@@ -1,5 +1,5 @@
-"""Shared helpers of the circuit tests (tests/test_circuit_*.py): small models, moment checks and
-stationary samples of a linear circuit."""
+"""The shared problems of the tests (as torchdiffeq's tests/problems.py): small models -- linear, MLP, conv, a decoder
+that counts its calls --, moment checks and stationary samples of a linear circuit."""
 import math
 
 import numpy as np
@@ -82,3 +82,23 @@ def stationary_samples(circuit, x1, chains, A, dt, records=10, record_eps=True, 
         return z
     eps = traj.extras["eps"][keep].reshape(z.shape[0], -1)
     return torch.cat([z, eps], 1)
+
+
+class CountingDecoder(nn.Module):
+    def __init__(self, inner):
+        super().__init__()
+        self.inner, self.calls = inner, 0
+
+    def forward(self, z):
+        self.calls += 1
+        return self.inner(z)
+
+
+def counted_model():
+    """A one-layer MLP decoder that counts its forward calls (0 after construction): checks run before any work."""
+    dec = CountingDecoder(nn.Sequential(nn.Linear(3, 6)).double())
+    model = GenerativeModel(dec, GaussianLikelihood(0.5).double(), latent_dim=3)
+    model.output_shape  # probe once
+    dec.calls = 0
+    return model, dec
+

@@ -1,12 +1,28 @@
-"""Input checks shared by the diagnostics modules: float64 numpy copies, shapes, positive numbers.
+"""Argument checks shared by the whole ``circuits`` package: integers, float64 arrays, shapes, positive numbers.
 
-Every public function converts its inputs here first, so bad input fails with a one-line ValueError
-before any work.  (Kept separate from ``circuits.analysis``, which re-exports this package: importing
-it from here would be circular.)
+The lowest layer of ``circuits``: it imports nothing from the package (only numpy), so every module
+may use it.  Each check fails with a one-line ``ValueError`` naming the argument, before any work.
+
+* :func:`check_int` -- an ``int`` (not a ``bool``) with ``lo <= v`` and, when given, ``v <= hi``;
+* :func:`array`, :func:`square` -- float64 numpy copies of tensors / array-likes, dimensions checked;
+* :func:`positive`, :func:`integer` -- scalars (``integer`` also accepts numpy integers);
+* :func:`stable` -- a drift matrix A with max Re eig(A) < 0 (an OU process dX = A X dt + ... has a
+  stationary law only then);
+* :func:`projection` -- rows v_k of a projection of an N-dimensional state;
+* :func:`symmetric` -- (m + m^T) / 2 over the last two axes.
 """
 from __future__ import annotations
 
 import numpy as np
+
+__all__ = ["check_int", "array", "positive", "integer", "square", "stable", "projection", "symmetric"]
+
+
+def check_int(name, v, lo, hi=None):
+    """Reject ``v`` unless it is an ``int`` (``bool`` excluded) with ``lo <= v`` and ``v <= hi`` (when ``hi`` is given)."""
+    if isinstance(v, bool) or not isinstance(v, int) or v < lo or (hi is not None and v > hi):
+        rng = f"[{lo}, {hi}]" if hi is not None else f">= {lo}"
+        raise ValueError(f"{name} must be an integer {rng}, got {v!r}")
 
 
 def array(name: str, value, ndim, min_len: int = 1) -> np.ndarray:
@@ -31,6 +47,7 @@ def array(name: str, value, ndim, min_len: int = 1) -> np.ndarray:
 
 
 def positive(name: str, value, allow_zero: bool = False) -> float:
+    """``value`` as a float, finite and > 0 (>= 0 with ``allow_zero``)."""
     try:
         value = float(value)
     except (TypeError, ValueError):
@@ -41,12 +58,14 @@ def positive(name: str, value, allow_zero: bool = False) -> float:
 
 
 def integer(name: str, value, minimum: int) -> int:
+    """``value`` as an int: a Python or numpy integer (``bool`` excluded) >= ``minimum``."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
 
 
 def square(name: str, value) -> np.ndarray:
+    """float64 copy of a square matrix (n, n)."""
     m = array(name, value, 2)
     if m.shape[0] != m.shape[1]:
         raise ValueError(f"{name} must be square, got shape {m.shape}")
@@ -54,6 +73,7 @@ def square(name: str, value) -> np.ndarray:
 
 
 def stable(name: str, A: np.ndarray) -> None:
+    """Reject a drift matrix with an eigenvalue of real part >= 0 (no stationary law)."""
     worst = float(np.max(np.linalg.eigvals(A).real))
     if worst >= 0:
         raise ValueError(f"{name} is not stable: an eigenvalue has real part {worst:.4g} >= 0 (no stationary law)")
@@ -73,4 +93,5 @@ def projection(value, N: int) -> np.ndarray:
 
 
 def symmetric(m: np.ndarray) -> np.ndarray:
+    """(m + m^T) / 2 over the last two axes."""
     return 0.5 * (m + np.swapaxes(m, -1, -2))

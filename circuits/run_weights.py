@@ -1,4 +1,4 @@
-"""Forward / feedback decoder parameters of one circuit run: the analog array's reads and the weight hooks."""
+"""The forward / feedback decoder weights one circuit run reads: the analog array's reads and the weights' noise hooks."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -6,12 +6,12 @@ from typing import TYPE_CHECKING
 import torch
 
 if TYPE_CHECKING:
-    from .circuit import Circuit
+    from .bound import BoundCircuit
 
-__all__ = ["_Weights"]
+__all__ = ["RunWeights"]
 
 
-class _Weights:
+class RunWeights:
     """Forward / feedback parameters of the decoder for one step.
 
     Forward weights at run time t (s): for a parameter the circuit's analog array holds,
@@ -26,7 +26,7 @@ class _Weights:
     (None: use the module's own parameters; ``fb is fwd`` when the feedback path has no mismatch of its own).
     """
 
-    def __init__(self, circuit: Circuit, learning: bool):
+    def __init__(self, circuit: BoundCircuit, learning: bool):
         self.c = circuit
         self.params = dict(circuit.model.decoder.named_parameters())
         h = circuit.hooks
@@ -47,7 +47,7 @@ class _Weights:
         if self.any and not self.per_step:
             self._build(0.0, None)
 
-    def _base(self, t: float) -> dict[str, torch.Tensor]:
+    def base(self, t: float) -> dict[str, torch.Tensor]:
         """Every tensor's base weights at run time t (:meth:`_read`), remembered with their :meth:`_key`: a record after
         step k (``records="device"``) and step k + 1 read the array at the same time, and steps that share the key
         read the same weights. The remembered tensors are never written in place."""

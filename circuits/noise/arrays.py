@@ -1,0 +1,530 @@
+"""Weights on analog arrays: the persistent device state behind the three learning modes.
+
+An :class:`AnalogArray` holds, for every decoder weight tensor that a weight-device source acts on
+(``weight_programming``, ``drift``, ``weight_read``, ``pulsed``; >= 2-d weights, biases only with
+``include_bias``), the state of its devices:
+
+    s        stored conductance, in weight units: what the last write left on the device
+             (the target plus that write's error)
+    t_w      per device: the device-clock time of its last write (s)
+    nu       per device: the drift exponent, frozen (a property of the device, drawn once)
+    clock    the device clock (s): time since the array was first programmed
+
+What a read sees at device time t (aihwkit's PCM drift with optional global compensation):
+
+    w(t) = s * ((t - t_w + t0) / t0)^(-nu)            [ / mean over the tensor, with ``compensate``]
+
+plus read noise, fresh per matrix-vector product (``read_noise_std`` / ``add_read_noise``):
+y_i = sum_j (w_ij + sigma_r xi_ij) x_j has the law y_i = (W x)_i + sigma_r ||x|| xi_i, drawn per
+output, per chain, per read; for a convolution the norm is that of the input patch. sigma_r =
+``std * w_max`` with w_max the tensor's largest |w| at its last programming.
+
+When noise is drawn, and on which clock
+----------------------------------------
+* programming error: per *write* (:meth:`AnalogArray.program`), N(0, sigma_p(|w|/w_max)^2 w_max^2)
+  (aihwkit's PCM polynomial, or a constant std), from the generator given to the write;
+* drift exponents nu: once per array (per physical device), from the array's seed;
+* read noise: per matrix-vector product, from the run's generator (``add_read_noise``);
+* pulse noise: per pulse (cycle-to-cycle) at every pulsed write, device-to-device spread of the step
+  frozen per array (:func:`apply_pulses`);
+* the clock is *simulated device seconds*: a circuit that runs ``steps`` of ``dt`` sees the array at
+  ``clock + k dt`` during the run; owners of a persistent array (the circuit trainer) advance it with
+  :meth:`advance`. Drift therefore measures time since each device's last write.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from neuro_lpc.distributed import shard_randn
+
+from ..timescales import derive_seed
+
+__all__ = ["AnalogArray", "PulsedDevice", "apply_pulses", "stochastic_round", "read_noise_std",
+           "ReadNoiseHooks", "pcm_programming_std", "pcm_drift_nu_moments", "WEIGHT_DEVICE_TYPES"]
+
+WEIGHT_DEVICE_TYPES = ("weight_programming", "drift", "weight_read", "pulsed")
+
+
+def pcm_programming_std(r: torch.Tensor) -> torch.Tensor:
+    """aihwkit PCMLikeNoiseModel programming noise, relative to g_max, at r = g_T / g_max in [0, 1].
+
+    sigma = sum_k c_k r^k * g_max / 25 with c = [0.26348, 1.9650, -1.1731] uS and g_max = 25 uS,
+    i.e. sigma / g_max = (0.26348 + 1.9650 r - 1.1731 r^2) / 25 (1.05 % at r = 0, 4.2 % at r = 1).
+    """
+    return (0.26348 + 1.9650 * r - 1.1731 * r * r) / 25.0
+
+
+def pcm_drift_nu_moments(r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """aihwkit PCM drift exponent moments at r = g / g_max (clamped to >= 1e-6):
+    mu_nu = clip(-0.0155 ln r + 0.0244, 0.049, 0.1), sigma_nu = clip(-0.0125 ln r - 0.0059, 0.008, 0.045)."""
+    lr = torch.log(r.clamp(min=1e-6))
+    mu = (-0.0155 * lr + 0.0244).clamp(0.049, 0.1)
+    sd = (-0.0125 * lr - 0.0059).clamp(0.008, 0.045)
+    return mu, sd
+
+
+# ================================================================================ pulses ====
+
+def stochastic_round(a: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
+    """floor(a + u), u ~ U[0, 1): unbiased, E = a, Var = f (1 - f) with f the fractional part."""
+    return torch.floor(a + torch.rand(a.shape, generator=gen, device=a.device, dtype=a.dtype))
+
+
+@dataclass
+class PulsedDevice:
+    """A pulsed resistive device (aihwkit's ``ConstantStepDevice`` / ``SoftBoundsDevice``), in device units.
+
+    Device units: a weight tensor w maps to u = w / scale with scale = max|w_0| / (init_fraction w_max)
+    at array creation (the initial weights use ``init_fraction`` of the upper bound, leaving room to grow).
+
+    Parameters (defaults = aihwkit ``PulsedDevice`` defaults, ``UpdateParameters.desired_bl``):
+        kind: "constant_step" (hard bounds) or "soft_bounds" (step shrinks towards each bound).
+        dw_min (0.001): mean step of one pulse; dw_min_dtod (0.3): device-to-device spread of the
+        step, relative, frozen per device; dw_min_std (0.3): cycle-to-cycle spread, relative, per pulse.
+        up_down (0.0): asymmetry, up steps dw (1 + up_down), down steps dw (1 - up_down);
+        w_max / w_min (0.6 / -0.6): bounds; max_pulses (31; None = unbounded): pulses per update;
+        rounding ("stochastic" or "deterministic"): desired update / step -> pulse count.
+    """
+
+    kind: str = "constant_step"
+    dw_min: float = 0.001
+    dw_min_dtod: float = 0.3
+    dw_min_std: float = 0.3
+    up_down: float = 0.0
+    w_max: float = 0.6
+    w_min: float = -0.6
+    init_fraction: float = 0.5
+    max_pulses: int | None = 31
+    rounding: str = "stochastic"
+
+    KINDS = ("constant_step", "soft_bounds")
+
+    def validate(self) -> "PulsedDevice":
+        def num(name, lo=None, hi=None, strict=False):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ValueError(f"pulsed device: {name} must be a finite number, got {v!r}")
+            if lo is not None and (v < lo or (strict and v == lo)):
+                raise ValueError(f"pulsed device: {name} must be {'>' if strict else '>='} {lo}, got {v!r}")
+            if hi is not None and v >= hi:
+                raise ValueError(f"pulsed device: {name} must be < {hi}, got {v!r}")
+        if self.kind not in self.KINDS:
+            raise ValueError(f"pulsed device: kind must be one of {self.KINDS}, got {self.kind!r}")
+        num("dw_min", 0, strict=True)
+        num("dw_min_dtod", 0, 1)
+        num("dw_min_std", 0)
+        num("up_down", -1, strict=True)
+        if self.up_down >= 1:
+            raise ValueError(f"pulsed device: up_down must be in (-1, 1), got {self.up_down!r}")
+        num("w_max", 0, strict=True)
+        num("init_fraction", 0, strict=True)
+        if self.init_fraction > 1:
+            raise ValueError(f"pulsed device: init_fraction must be in (0, 1], got {self.init_fraction!r}")
+        v = self.w_min
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v >= 0:
+            raise ValueError(f"pulsed device: w_min must be a negative finite number, got {v!r}")
+        mp = self.max_pulses
+        if mp is not None and (isinstance(mp, bool) or not isinstance(mp, int) or mp < 1):
+            raise ValueError(f"pulsed device: max_pulses must be a positive integer or None, got {mp!r}")
+        if self.rounding not in ("stochastic", "deterministic"):
+            raise ValueError(f"pulsed device: rounding must be 'stochastic' or 'deterministic', got {self.rounding!r}")
+        return self
+
+
+def apply_pulses(u: torch.Tensor, du: torch.Tensor, dev: PulsedDevice, step_up: torch.Tensor | float,
+                 step_down: torch.Tensor | float, gen: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Apply a desired update ``du`` (device units) to devices at ``u`` by pulses; returns (u', pulses).
+
+    Pulse count n = round(du / step) (step = step_up for du > 0, step_down for du < 0; stochastic or
+    deterministic rounding), clipped to +-max_pulses. Then, with c = dw_min_std (per pulse):
+
+    constant step: u' = clip(u + n step + step c sqrt(|n|) xi, w_min, w_max)  (the sum of |n| pulses
+        of size step (1 + c xi_k), exact in law);
+    soft bounds: an up pulse moves u by step (1 - u / w_max), a down pulse by -step (1 - u / w_min); n
+        pulses in a row give the closed form u_n = b - (b - u) (1 - step / |b|)^|n| towards the bound b,
+        plus the cycle-to-cycle term step c sqrt(|n|) xi (1 - u / b) (noise of each pulse at the
+        starting slope: first order in step / |b|).
+    """
+    step = torch.where(du >= 0, torch.as_tensor(step_up, dtype=u.dtype, device=u.device),
+                       torch.as_tensor(step_down, dtype=u.dtype, device=u.device))
+    a = du / step
+    n = stochastic_round(a, gen) if dev.rounding == "stochastic" else torch.round(a)
+    if dev.max_pulses is not None:
+        n = n.clamp(-dev.max_pulses, dev.max_pulses)
+    m = n.abs()
+    noise = None
+    if dev.dw_min_std > 0:
+        noise = torch.randn(u.shape, generator=gen, device=u.device, dtype=u.dtype) * (dev.dw_min_std * m.sqrt() * step)
+    if dev.kind == "constant_step":
+        out = u + n * step
+        if noise is not None:
+            out = out + noise * torch.sign(n)
+        return out.clamp(dev.w_min, dev.w_max), n
+    bound = torch.where(n >= 0, torch.full_like(u, dev.w_max), torch.full_like(u, dev.w_min))
+    slope = (1 - u / bound).clamp(min=0)
+    shrink = (1 - step / bound.abs()).clamp(min=0) ** m
+    out = bound - (bound - u) * shrink
+    if noise is not None:
+        out = out + noise * torch.sign(n) * slope
+    return out.clamp(dev.w_min, dev.w_max), n
+
+
+# ============================================================================ read noise ====
+
+def read_noise_std(module: nn.Module, x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """sigma ||x_patch|| per output of a layer that is linear in its input (Linear, Conv*, ConvTranspose*).
+
+    ||x_patch||^2 is the same layer applied to x^2 with all-ones weights and no bias (for a Linear layer
+    the squared norm of the input row, for a convolution that of each input patch). Every output channel
+    sees the same patch norm, so the all-ones layer is run for a few output channels and its first one is
+    broadcast (the result is an expanded view of the output's shape) -- where that reproduces the full
+    all-ones layer bit for bit: checked once per layer and input shape (:func:`_patch_sq`).
+    """
+    sq, shape = _patch_sq(module, x.detach() * x.detach())
+    return sq.clamp_(min=0).sqrt_().mul_(sigma).expand(shape)
+
+
+_REDUCED_EXACT: dict = {}   # layer and input signature -> the reduced all-ones layer reproduces the full one exactly
+
+
+def _all_ones_layer(module: nn.Module, x2: torch.Tensor, n_out: int | None) -> torch.Tensor:
+    """The layer on x2 with all-ones weights and no bias, for its first ``n_out`` output channels (None: all)."""
+    w = module.weight
+    transposed = isinstance(module, nn.ConvTranspose2d)
+    if n_out is None:
+        ones = torch.ones_like(w)
+    elif transposed:
+        ones = w.new_ones((w.shape[0], n_out, *w.shape[2:]))
+    else:
+        ones = w.new_ones((n_out, *w.shape[1:]))
+    if isinstance(module, nn.Linear):
+        return F.linear(x2, ones)
+    if transposed:
+        return F.conv_transpose2d(x2, ones, None, module.stride, module.padding, module.output_padding, module.groups,
+                                  module.dilation)
+    if isinstance(module, nn.Conv2d):
+        if module.padding_mode != "zeros":
+            raise ValueError("weight read noise supports zero-padded convolutions only")
+        return F.conv2d(x2, ones, None, module.stride, module.padding, module.dilation, module.groups)
+    if isinstance(module, nn.Conv1d):
+        return F.conv1d(x2, ones, None, module.stride, module.padding, module.dilation, module.groups)
+    raise ValueError(f"weight read noise: unsupported layer {type(module).__name__} (Linear, Conv1d/2d, "
+                     f"ConvTranspose2d are supported)")
+
+
+def _patch_sq(module: nn.Module, x2: torch.Tensor) -> tuple[torch.Tensor, tuple]:
+    """(||x_patch||^2 per output, the layer's output shape): the all-ones layer on x2, broadcastable to that shape.
+
+    The full all-ones layer costs as much as the layer itself (a whole forward per read for a decoder). All its
+    output channels are the same sum, so a layer with a few output channels (8 for a matrix product, which a
+    single column would turn into a matrix-vector product with another summation order; 1 for a convolution)
+    gives it; it is used where it equals the full layer bit for bit, which is checked on the first call for each
+    layer and input signature (and thread count) -- else the full layer runs, as before."""
+    w = module.weight
+    linear = isinstance(module, nn.Linear)
+    n_full = module.out_features if linear else (w.shape[1] * module.groups if isinstance(module, nn.ConvTranspose2d)
+                                                 else w.shape[0])
+    k = min(n_full, 8 if linear else 1)
+    if getattr(module, "groups", 1) != 1 or k == n_full:
+        full = _all_ones_layer(module, x2, None)
+        return full, full.shape
+    key = (type(module), tuple(w.shape), tuple(getattr(module, a, None) for a in ("stride", "padding", "output_padding",
+           "dilation")), tuple(x2.shape), tuple(x2.stride()), x2.dtype, str(x2.device), torch.get_num_threads())
+    ok = _REDUCED_EXACT.get(key)
+    if ok is False:
+        full = _all_ones_layer(module, x2, None)
+        return full, full.shape
+    small = _all_ones_layer(module, x2, k)
+    if linear:   # (..., out): the last dimension
+        shape, small = (*small.shape[:-1], n_full), small[..., :1]
+    else:        # (B, C, ...): the channel dimension
+        shape, small = (small.shape[0], n_full, *small.shape[2:]), small[:, :1]
+    if ok is None:
+        full = _all_ones_layer(module, x2, None)
+        _REDUCED_EXACT[key] = bool(torch.equal(full, small.expand(shape)))
+        return full, shape
+    return small, shape
+
+
+class ReadNoiseHooks:
+    """Forward hooks adding fresh read noise to every layer output: y += sigma_r ||x_patch|| xi (per chain,
+    per output, per read). The noise is a constant for autograd (it does not depend on the weights, and
+    its dependence on x through ||x|| is not a path the physical feedback read takes).
+
+    Use as a context manager; ``generator`` is read when the hooks fire (set ``.generator`` to switch).
+    """
+
+    SUPPORTED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.ConvTranspose2d)
+
+    def __init__(self, decoder: nn.Module, sigmas: dict[str, float], generator: torch.Generator | None = None):
+        self.generator = generator
+        self.handles = []
+        self.targets = []
+        modules = dict(decoder.named_modules())
+        for pname, sigma in sigmas.items():
+            mname = pname.rsplit(".", 1)[0] if "." in pname else ""
+            if not pname.endswith("weight"):
+                continue  # biases: read noise is per product; a bias is added in the periphery
+            mod = modules.get(mname)
+            if not isinstance(mod, self.SUPPORTED):
+                raise ValueError(f"weight read noise: parameter {pname!r} belongs to a "
+                                 f"{type(mod).__name__}, not a Linear / Conv layer")
+            if sigma > 0:
+                self.targets.append((mod, float(sigma)))
+
+    def __enter__(self):
+        for mod, sigma in self.targets:
+            self.handles.append(mod.register_forward_hook(self._make(sigma)))
+        return self
+
+    def __exit__(self, *exc):
+        for h in self.handles:
+            h.remove()
+        self.handles = []
+
+    def _make(self, sigma):
+        def hook(module, inputs, output):
+            std = read_noise_std(module, inputs[0], sigma)
+            # per chain (dim 0): torch.randn off DDP, this rank's rows of the global batch's draw in a DDP rank
+            xi = shard_randn(output.shape, generator=self.generator, device=output.device, dtype=output.dtype)
+            return output + (std * xi).detach()
+        return hook
+
+
+# ================================================================================= array ====
+
+def _covered(name: str, p: torch.Tensor, include_bias: bool) -> bool:
+    return p.dim() >= 2 or (include_bias and p.dim() == 1)
+
+
+@dataclass
+class _Programming:
+    model: str = "pcm"
+    std: float = 0.0175
+
+
+@dataclass
+class _Drift:
+    t0: float = 20.0
+    nu: Any = "pcm"
+    nu_std: float = 0.0
+    compensate: bool = False
+
+
+class AnalogArray:
+    """The decoder's weights as devices (module docstring). Built with :meth:`from_noise`.
+
+    Attributes: ``names`` (covered parameter names), ``stored`` / ``t_write`` / ``nu`` (dicts of tensors),
+    ``clock`` (s), ``programming`` / ``drift`` (settings or None), ``read_std`` (relative read noise or 0),
+    ``pulsed`` (a PulsedDevice or None), ``writes`` (count of programming/pulse writes).
+    """
+
+    def __init__(self, weights: dict[str, torch.Tensor], *, programming: _Programming | None = None,
+                 drift: _Drift | None = None, read_std: float = 0.0, pulsed: PulsedDevice | None = None,
+                 include_bias: bool = False, seed: int = 0, clock: float = 0.0):
+        self.programming, self.drift, self.read_std, self.pulsed = programming, drift, float(read_std), pulsed
+        self.include_bias = include_bias
+        self.seed = int(seed)
+        self.clock = float(clock)
+        self.writes = 0
+        self.names = [n for n, p in weights.items() if _covered(n, p, include_bias)]
+        if not self.names:
+            raise ValueError("the weight-device noise sources need a decoder with weights of >= 2 dimensions "
+                             "(e.g. nn.Linear / nn.Conv2d layers); this decoder has none")
+        gen = torch.Generator().manual_seed(derive_seed(seed, 11))
+        self.stored, self.t_write, self.nu, self.w_max = {}, {}, {}, {}
+        self.scale, self.step_up, self.step_down = {}, {}, {}
+        for n in self.names:
+            w = weights[n].detach()
+            self.stored[n] = w.clone()
+            self.t_write[n] = torch.zeros_like(w)
+            self.w_max[n] = float(w.abs().max().clamp(min=1e-30))
+            if drift is not None:
+                if drift.nu == "pcm":
+                    mu, sd = pcm_drift_nu_moments(w.abs() / self.w_max[n])
+                    xi = torch.randn(w.shape, generator=gen, dtype=torch.float64).to(w.device, w.dtype)
+                    self.nu[n] = (mu + sd * xi).abs()
+                else:
+                    xi = torch.randn(w.shape, generator=gen, dtype=torch.float64).to(w.device, w.dtype)
+                    self.nu[n] = (float(drift.nu) + drift.nu_std * xi).abs()
+            if pulsed is not None:
+                self.scale[n] = self.w_max[n] / (pulsed.init_fraction * pulsed.w_max)
+                xi = torch.randn(w.shape, generator=gen, dtype=torch.float64).to(w.device, w.dtype)
+                d2d = (1 + pulsed.dw_min_dtod * xi).clamp(min=0.05)  # a device's own step, frozen
+                self.step_up[n] = pulsed.dw_min * (1 + pulsed.up_down) * d2d
+                self.step_down[n] = pulsed.dw_min * (1 - pulsed.up_down) * d2d
+
+    # ---------------------------------------------------------------------------- construction
+    @classmethod
+    def from_noise(cls, weights: dict[str, torch.Tensor], sources, seed: int = 0,
+                   program_gen: torch.Generator | None = None) -> "AnalogArray | None":
+        """An array for the weight-device sources among ``sources`` (NoiseSource objects), or None.
+
+        The array is programmed once from ``weights`` (a programming draw from ``program_gen``, default
+        the seed's), and its clock starts at the drift source's ``t_start`` (time since programming when a
+        simulation starts), so a stand-alone circuit sees the weights ``t_start`` seconds after programming.
+        """
+        prog = drift = pulsed = None
+        read_std, include_bias, t_start = 0.0, False, 0.0
+        for s in sources:
+            p = s.params
+            if s.type == "weight_programming":
+                if p["model"] == "constant" and p["std"] == 0:
+                    continue
+                prog = _Programming(model=p["model"], std=p["std"])
+                include_bias |= bool(p["include_bias"])
+            elif s.type == "drift":
+                drift = _Drift(t0=p["t0"], nu=p["nu"], nu_std=p["nu_std"], compensate=p["compensate"])
+                include_bias |= bool(p["include_bias"])
+                t_start = float(p["t_start"])
+            elif s.type == "weight_read":
+                if p["std"] > 0:
+                    read_std = float(p["std"])
+                    include_bias |= bool(p["include_bias"])
+            elif s.type == "pulsed":
+                pulsed = s.device()
+                include_bias |= bool(p["include_bias"])
+        if prog is None and drift is None and read_std == 0 and pulsed is None:
+            return None
+        arr = cls(weights, programming=prog, drift=drift, read_std=read_std, pulsed=pulsed,
+                  include_bias=include_bias, seed=seed, clock=t_start)
+        if prog is not None:
+            if program_gen is None:
+                program_gen = torch.Generator().manual_seed(derive_seed(seed, 2))
+            arr.program(weights, program_gen, at=0.0)
+        return arr
+
+    # ---------------------------------------------------------------------------------- writes
+    def program(self, weights: dict[str, torch.Tensor], gen: torch.Generator | None, at: float | None = None) -> None:
+        """Write ``weights`` onto the devices: stored = w + programming error (fresh draw), t_write = ``at``
+        (default: the current clock). w_max (the read-noise and programming scale) follows the new weights."""
+        t = self.clock if at is None else float(at)
+        for n in self.names:
+            w = weights[n].detach()
+            wmax = float(w.abs().max().clamp(min=1e-30))
+            self.w_max[n] = wmax
+            s = w.clone()
+            if self.programming is not None:
+                if self.programming.model == "pcm":
+                    sigma = pcm_programming_std(w.abs() / wmax) * wmax
+                else:
+                    sigma = self.programming.std * wmax
+                xi = torch.randn(w.shape, generator=gen, dtype=torch.float64).to(w.device, w.dtype)
+                s = s + sigma * xi
+            self.stored[n] = s
+            self.t_write[n].fill_(t)
+        self.writes += 1
+
+    def pulse_update(self, desired: dict[str, torch.Tensor], gen: torch.Generator | None) -> dict[str, torch.Tensor]:
+        """Apply desired updates (weight units) by pulses (:func:`apply_pulses`); returns the pulse counts.
+
+        Devices that received at least one pulse restart their drift clock (t_write = clock).
+        """
+        if self.pulsed is None:
+            raise ValueError("pulse_update needs a 'pulsed' weight-device source")
+        counts = {}
+        for n in self.names:
+            if n not in desired:
+                continue
+            sc = self.scale[n]
+            u = self.stored[n] / sc
+            u_new, cnt = apply_pulses(u, desired[n].detach() / sc, self.pulsed, self.step_up[n], self.step_down[n], gen)
+            self.stored[n] = u_new * sc
+            self.t_write[n] = torch.where(cnt != 0, torch.full_like(u, self.clock), self.t_write[n])
+            counts[n] = cnt
+        self.writes += 1
+        return counts
+
+    def advance(self, seconds: float) -> None:
+        """Advance the device clock (time passes for drift)."""
+        if not (isinstance(seconds, (int, float)) and math.isfinite(seconds) and seconds >= 0):
+            raise ValueError(f"advance: seconds must be a non-negative finite number, got {seconds!r}")
+        self.clock += float(seconds)
+
+    # ----------------------------------------------------------------------------------- reads
+    @property
+    def time_dependent(self) -> bool:
+        return self.drift is not None
+
+    def drift_factor(self, name: str, t: float = 0.0) -> torch.Tensor | None:
+        """((clock + t - t_write + t0) / t0)^(-nu) (divided by its tensor mean with ``compensate``)."""
+        if self.drift is None:
+            return None
+        log_age = self._uniform_log_age(name, t)
+        if log_age is not None:  # one write time for the whole tensor (a programming): the same numbers, 2 passes not 7
+            f = torch.mul(self.nu[name], log_age.neg()).exp_()   # nu * (-L) == (-nu) * L exactly
+        else:
+            age = (self.clock + t - self.t_write[name]).clamp(min=0)
+            f = torch.exp(-self.nu[name] * torch.log((age + self.drift.t0) / self.drift.t0))
+        if self.drift.compensate:
+            f = f.div_(f.mean())
+        return f
+
+    def _uniform_log_age(self, name: str, t: float) -> torch.Tensor | None:
+        """log((clock + t - t_write + t0) / t0) as a 1-element tensor when every device of the tensor has the same
+        t_write (checked once per write of t_write) and that number is what the elementwise computation of
+        :meth:`drift_factor` gives on every path (on the CPU its vectorised and scalar loops are both evaluated and
+        compared; on CUDA every element runs the same code), else None. Remembered per write time and time asked."""
+        tw = self.t_write[name]
+        if tw.device.type not in ("cpu", "cuda") or tw.numel() == 0:
+            return None
+        memo = self.__dict__.setdefault("_tw_uniform", {})
+        m = memo.get(name)
+        if m is None or m[0] is not tw or m[1] != tw._version:
+            first = tw.reshape(-1)[:1]
+            uniform = bool((tw == first).all())
+            m = (tw, tw._version, first.clone() if uniform else None, float(first) if uniform else None)
+            memo[name] = m
+        if m[2] is None:
+            return None
+        # the same number for every tensor written at that time, asked again for the same time: computed once
+        key = (m[3], tw.dtype, tw.device, self.clock, t, self.drift.t0)
+        known = self.__dict__.setdefault("_log_age", {})
+        if key in known:
+            return known[key]
+        t0 = self.drift.t0
+        probe = m[2].expand(64).contiguous()   # 64 elements: the CPU's vectorised loop (no scalar tail)
+        log_vec = torch.log(((self.clock + t - probe).clamp(min=0) + t0) / t0)
+        log_one = torch.log(((self.clock + t - m[2]).clamp(min=0) + t0) / t0)  # 1 element: the scalar loop
+        if tw.device.type == "cpu" and not bool((log_vec == log_one).all()):
+            log_one = None
+        if len(known) >= 16:
+            known.clear()
+        known[key] = log_one
+        return log_one
+
+    def read(self, name: str, t: float = 0.0) -> torch.Tensor:
+        """The conductance a read sees at device time clock + t (without read noise)."""
+        f = self.drift_factor(name, t)
+        return self.stored[name] if f is None else f.mul_(self.stored[name])   # (a fresh f: stored * f in place)
+
+    def read_all(self, t: float = 0.0) -> dict[str, torch.Tensor]:
+        return {n: self.read(n, t) for n in self.names}
+
+    def read_sigmas(self) -> dict[str, float]:
+        """sigma_r per covered weight tensor: read_std * w_max (0 without read noise)."""
+        return {n: self.read_std * self.w_max[n] for n in self.names} if self.read_std > 0 else {}
+
+    def read_hooks(self, decoder: nn.Module, generator: torch.Generator | None) -> ReadNoiseHooks | None:
+        sig = self.read_sigmas()
+        return ReadNoiseHooks(decoder, sig, generator) if sig else None
+
+    # ------------------------------------------------------------------------------ persistence
+    def state_dict(self) -> dict:
+        return {"clock": self.clock, "writes": self.writes, "stored": dict(self.stored), "t_write": dict(self.t_write),
+                "nu": dict(self.nu), "w_max": dict(self.w_max), "scale": dict(self.scale),
+                "step_up": dict(self.step_up), "step_down": dict(self.step_down)}
+
+    def load_state_dict(self, sd: dict) -> None:
+        self.clock, self.writes = float(sd["clock"]), int(sd["writes"])
+        for key in ("stored", "t_write", "nu", "step_up", "step_down"):
+            for n, t in sd.get(key, {}).items():
+                getattr(self, key)[n] = t.clone()
+        self.w_max.update({n: float(v) for n, v in sd["w_max"].items()})
+        self.scale.update({n: float(v) for n, v in sd.get("scale", {}).items()})

@@ -1,0 +1,176 @@
+"""The units of the LPC circuit: ONE equation per kind of unit, used by every path that needs it.
+
+Each unit obeys tau dX = F(state) dt (+ noise), with F its *force* (DESIGN.md section 3; the continuous-time
+version of the paper's eq. 5, Ito form):
+
+    value units z    tau_z dz   = G [ J_g(z)^T eps - z / s_p^2 ] dt + sqrt(2 T tau_z G) dW   F_z = G s
+    error units eps  tau_e deps = [ target(x, g(z)) - leak eps ] dt                        F_e = target - leak eps
+    gain units m     tau_m dm   = [ s^2 - m ] dt,   G = min(1 / (sqrt(m_hat) + delta), G_max)  F_m = s^2 - m
+
+with s = J_g(z)^T eps - z / s_p^2 the score-like drift at the state (:func:`value_score`).  The error units come in
+two forms (:func:`error_form`): "error" (default) relaxes to the precision-weighted error
+e(x, mu) = d log p(x | mu) / d mu with leak 1; "bogacz" (Bogacz 2017, Gaussian only) relaxes to x - mu with leak
+sigma_x^2 (the precision in the leak).  For a Gaussian likelihood both targets are (x - mu) / k with k = sigma_x^2
+("error") or 1 ("bogacz"): the only constants the linear circuit needs (:func:`linear_drift`).
+
+Who uses what (so that an equation changed here changes every path):
+
+* the Euler-Maruyama step of the general kernel (``circuits.kernels_general``): :func:`value_score`,
+  :func:`euler_step_into` with :func:`value_rate` / :func:`error_rate`, :func:`value_noise_scale`,
+  :func:`error_force_into`, :func:`settled_error`, :func:`gain_update_`, :func:`gain_of`;
+* the folded linear kernels (``circuits.kernels_linear``): :func:`error_form`, :func:`value_rate`,
+  :func:`error_rate`, :func:`value_noise_scale` (their coefficients b_z = 1 - a_z / s_p^2, ... are these folded);
+* the ODE form for torchdiffeq (``CircuitRun.drift``): :func:`value_score`, :func:`value_drift`,
+  :func:`error_drift`, :func:`gain_drift`, :func:`gain_of`;
+* the stability bound and the linear-Gaussian theory (``circuits.stability``, ``circuits.theory``):
+  :func:`linear_drift` (the drift matrix of the linear circuit, built from the same constants).
+
+Euler-Maruyama of tau dX = F dt is X' = X + (dt / tau) F: the step's coefficient a = dt / tau (``*_rate``) is
+computed first and multiplies F, which makes the adiabatic circuit at dt = gamma tau_z the discrete chain
+z' = z + gamma s + sqrt(2 gamma T) n bit for bit (``LangevinSampler``).  The gain units' step is written
+m' = beta m + (1 - beta) s^2 with beta = 1 - dt / tau_m, Algorithm 1's arrangement of the same Euler step.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+__all__ = ["ErrorForm", "error_form", "value_score", "value_rate", "value_noise_scale", "value_drift", "error_rate",
+           "error_force_into", "error_drift", "settled_error", "gain_update_", "gain_of", "gain_drift", "euler_step_into",
+           "add_scaled_", "linear_drift"]
+
+
+# ----------------------------------------------------------------------------- shared arithmetic ----
+
+def euler_step_into(out: torch.Tensor, state: torch.Tensor, force: torch.Tensor, rate) -> None:
+    """out = state + rate * force: the Euler step of tau dX = F dt with rate = dt / tau (a Python number or a
+    per-unit tensor broadcast over the batch); ``out`` preallocated."""
+    if isinstance(rate, torch.Tensor):
+        torch.addcmul(state, force, rate, out=out)
+    else:
+        torch.add(state, force, alpha=rate, out=out)
+
+
+def add_scaled_(out: torch.Tensor, t: torch.Tensor, coef) -> None:
+    """out += coef * t for a Python or per-unit tensor coefficient (the noise increment of a step)."""
+    if isinstance(coef, torch.Tensor):
+        out.addcmul_(t, coef)
+    else:
+        out.add_(t, alpha=coef)
+
+
+# ------------------------------------------------------------------------------------ value units ----
+
+def value_score(feedback: torch.Tensor, z: torch.Tensor, prior_var: float, inplace: bool = False) -> torch.Tensor:
+    """s = J_g(z)^T eps - z / s_p^2: the value units' force without the gain (the score of p(x, z) when the error
+    units are settled), from the feedback J_g(z)^T eps.  ``inplace`` writes s into ``feedback``."""
+    if inplace:
+        return feedback.sub_(z, alpha=1.0 / prior_var)
+    return torch.sub(feedback, z, alpha=1.0 / prior_var)
+
+
+def value_rate(dt: float, tau_z):
+    """a_z = dt / tau_z: the value units' Euler coefficient (per unit when tau_z is a tensor)."""
+    return dt / tau_z
+
+
+def value_noise_scale(dt: float, tau_z, temperature: float):
+    """c_z = sqrt(2 T dt / tau_z): the per-step std of the intrinsic noise sqrt(2 T tau_z) dW / tau_z (times
+    sqrt(G) with gain units); 0.0 at T = 0."""
+    return (2 * temperature * dt / tau_z) ** 0.5 if temperature > 0 else 0.0
+
+
+def value_drift(s: torch.Tensor, tau_z, gain: torch.Tensor | None = None) -> torch.Tensor:
+    """dz/dt = G s / tau_z (noise-free; G = 1 without gain units): the ODE form of the value units."""
+    force = s if gain is None else gain * s
+    return force * (1.0 / tau_z)
+
+
+# ------------------------------------------------------------------------------------ error units ----
+
+class ErrorForm(NamedTuple):
+    """The error units' form: target (x - mu) / k for a Gaussian likelihood (``k`` = sigma_x^2 for "error", 1 for
+    "bogacz") and ``leak`` (1 for "error", sigma_x^2 for "bogacz")."""
+    name: str
+    k: float
+    leak: float
+
+
+def error_form(name: str, sigma_x: float | None) -> ErrorForm:
+    """The constants of form ``name`` ("error" or "bogacz") for a likelihood of std sigma_x (None: not Gaussian;
+    "error" only, whose target is then the likelihood's own e(x, mu) and whose leak is 1)."""
+    if name == "error":
+        return ErrorForm("error", 1.0 if sigma_x is None else sigma_x**2, 1.0)
+    if name == "bogacz":
+        if sigma_x is None:
+            raise ValueError("error_form='bogacz' needs a Gaussian likelihood")
+        return ErrorForm("bogacz", 1.0, sigma_x**2)
+    raise ValueError(f"error form must be 'error' or 'bogacz', got {name!r}")
+
+
+def error_rate(dt: float, tau_e):
+    """a_e = dt / tau_e: the error units' Euler coefficient (0.0 for adiabatic units, tau_e = 0)."""
+    if not isinstance(tau_e, torch.Tensor) and tau_e == 0:
+        return 0.0
+    return dt / tau_e
+
+
+def error_force_into(target: torch.Tensor, eps: torch.Tensor, leak: float) -> torch.Tensor:
+    """F_e = target - leak eps, written into ``target`` (a fresh tensor the step owns)."""
+    return target.sub_(eps, alpha=leak)
+
+
+def error_drift(target: torch.Tensor, eps: torch.Tensor, leak: float, tau_e) -> torch.Tensor:
+    """d eps/dt = (target - leak eps) / tau_e: the ODE form of the error units."""
+    return (target - leak * eps) / tau_e
+
+
+def settled_error(target: torch.Tensor, form: ErrorForm) -> torch.Tensor:
+    """Adiabatic error units (tau_e -> 0): eps = target / leak (= e(x, g(z)) in both forms)."""
+    return target / form.leak if form.name == "bogacz" else target
+
+
+# ------------------------------------------------------------------------------------- gain units ----
+
+def gain_update_(m: torch.Tensor, s: torch.Tensor, beta) -> torch.Tensor:
+    """m <- beta m + (1 - beta) s^2 in place: the Euler step of tau_m dm = (s^2 - m) dt with beta = 1 - dt / tau_m
+    (Algorithm 1's decay; per unit a tensor, ``circuits.timescales.gain_decay``)."""
+    if isinstance(beta, torch.Tensor):
+        return m.mul_(beta).addcmul_(s * s, 1.0 - beta)
+    return m.mul_(beta).addcmul_(s, s, value=1.0 - beta)
+
+
+def gain_of(m: torch.Tensor, delta: float, max_gain: float | None, correction=None) -> torch.Tensor:
+    """G = min(1 / (sqrt(m_hat) + delta), G_max) with m_hat = m / correction (Adam's bias correction 1 - beta^t for a
+    decay beta; None: m_hat = m).  The cap is the gain unit's saturation (``neuro_lpc.langevin``: why 1e4)."""
+    if correction is not None:
+        G = (m / correction).sqrt_().add_(delta).reciprocal_()
+    else:
+        G = (m.sqrt() + delta).reciprocal_()
+    return G if max_gain is None else G.clamp_(max=max_gain)
+
+
+def gain_drift(s: torch.Tensor, m: torch.Tensor, tau_m) -> torch.Tensor:
+    """dm/dt = (s^2 - m) / tau_m: the ODE form of the gain units."""
+    return (s * s - m) / tau_m
+
+
+# ------------------------------------------------------------------------------- linear circuit ----
+
+def linear_drift(W, prior_var: float, form: ErrorForm, adiabatic: bool):
+    """The drift matrix A of the noise-free linear circuit (decoder g(z) = W z + b, Gaussian likelihood) before the
+    time constants, d[z; eps]/dt = D^-1 (A [z; eps] + c) with D = diag(tau_z, tau_e):
+
+        finite tau_e:  A = [[ -I / s_p^2,  W^T       ],      (value units: F_z = W^T eps - z / s_p^2)
+                            [ -W / k,     -leak I    ]]      (error units: F_e = (x - b - W z) / k - leak eps)
+        adiabatic:     A = -(W^T W / sigma_x^2 + I / s_p^2)  (eps settled at e(x, W z + b)), d x d
+
+    (numpy in, numpy out; W is (n, d)).  ``circuits.stability`` takes its eigenvalues for the Euler bound and
+    ``circuits.theory`` its stationary law; both get the same constants as the kernels from here."""
+    import numpy as np
+    W = np.asarray(W, dtype=np.float64)
+    n, d = W.shape
+    if adiabatic:
+        return -(W.T @ W / (form.k * form.leak) + np.eye(d) / prior_var)
+    return np.block([[-np.eye(d) / prior_var, W.T], [-W / form.k, -form.leak * np.eye(n)]])
