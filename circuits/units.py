@@ -36,6 +36,8 @@ from typing import NamedTuple
 
 import torch
 
+from neuro_lpc.gain import gain_of_rms, rms, second_moment_update_
+
 __all__ = ["ErrorForm", "error_form", "value_score", "value_rate", "value_noise_scale", "value_drift", "error_rate",
            "error_force_into", "error_drift", "settled_error", "gain_update_", "gain_of", "gain_drift", "euler_step_into",
            "add_scaled_", "linear_drift"]
@@ -135,20 +137,15 @@ def settled_error(target: torch.Tensor, form: ErrorForm) -> torch.Tensor:
 
 def gain_update_(m: torch.Tensor, s: torch.Tensor, beta) -> torch.Tensor:
     """m <- beta m + (1 - beta) s^2 in place: the Euler step of tau_m dm = (s^2 - m) dt with beta = 1 - dt / tau_m
-    (Algorithm 1's decay; per unit a tensor, ``circuits.timescales.gain_decay``)."""
-    if isinstance(beta, torch.Tensor):
-        return m.mul_(beta).addcmul_(s * s, 1.0 - beta)
-    return m.mul_(beta).addcmul_(s, s, value=1.0 - beta)
+    (Algorithm 1's decay; per unit a tensor, ``circuits.timescales.gain_decay``).  The discrete sampler's gain units,
+    ``neuro_lpc.gain.second_moment_update_``."""
+    return second_moment_update_(m, s, beta)
 
 
 def gain_of(m: torch.Tensor, delta: float, max_gain: float | None, correction=None) -> torch.Tensor:
-    """G = min(1 / (sqrt(m_hat) + delta), G_max) with m_hat = m / correction (Adam's bias correction 1 - beta^t for a
-    decay beta; None: m_hat = m).  The cap is the gain unit's saturation (``neuro_lpc.langevin``: why 1e4)."""
-    if correction is not None:
-        G = (m / correction).sqrt_().add_(delta).reciprocal_()
-    else:
-        G = (m.sqrt() + delta).reciprocal_()
-    return G if max_gain is None else G.clamp_(max=max_gain)
+    """G = min(1 / (sqrt(m / correction) + delta), G_max) (Adam's bias correction 1 - beta^t for a decay beta; None:
+    sqrt(m)).  The cap is the gain unit's saturation (``neuro_lpc.langevin``: why 1e4).  ``neuro_lpc.gain``."""
+    return gain_of_rms(rms(m, correction), delta, max_gain)
 
 
 def gain_drift(s: torch.Tensor, m: torch.Tensor, tau_m) -> torch.Tensor:

@@ -22,7 +22,7 @@ LAYERS = {
     "neuro_lpc": [
         ["errors"],
         ["validation", "likelihoods", "checkpoint"],
-        ["distributed", "record", "data", "theory"],
+        ["distributed", "record", "data", "theory", "gain"],
         ["networks", "model", "models", "objectives"],
         ["chain"],
         ["fast"],

@@ -277,7 +277,7 @@ def train_ideal_circuit(ctx) -> Trained:
     Its seeds are its own (cfg.seed + ``IDEAL_SEED_OFFSET`` + k: initial weights, data order, noise), so that "it
     matches discrete LPC within the seed error bars" is a statistical test between independent trainings.  With
     discrete LPC's seeds it would reproduce discrete LPC's model to rounding (the adiabatic limit: the circuit draws
-    the same numbers in the same order, tests/test_circuit_limits.py), a tautology in the table."""
+    the same numbers in the same order, tests/test_circuit.py), a tautology in the table."""
     import dataclasses
     import copy
 
