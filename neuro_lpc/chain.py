@@ -36,6 +36,8 @@ class SampleResult:
     accept_rate: (B,) MALA acceptance rates.
     gain: (B, d) the preconditioner G of the last step (for ``preconditioner="frozen"`` the G it froze);
     None without preconditioning.
+    path: what ran the chain (``neuro_lpc.fast``): "eager"; "eager: <why the asked fast path did not apply>";
+    "fused" (the torch.compile'd update ran); "fused: uncompiled (<why>)"; "fused-eager"; "graphs".
     """
 
     z: torch.Tensor
@@ -49,6 +51,7 @@ class SampleResult:
     accept_rate: torch.Tensor | None = None
     log_joint_sum: torch.Tensor | None = None
     gain: torch.Tensor | None = None
+    path: str = "eager"
 
 
 def first_non_finite(ring: torch.Tensor, k: int) -> tuple[int, int] | None:

@@ -40,8 +40,9 @@ import torch
 from .chain import SampleResult, first_non_finite
 from .distributed import shard_randn
 from .errors import DivergenceError
+from .gain import gain_of_rms, rms, second_moment_update
 
-__all__ = ["FAST_MODES", "precondition_update", "compiled_precondition_update", "sample_fast", "graphs_available"]
+__all__ = ["FAST_MODES", "fast_unavailable_reason", "precondition_update", "compiled_precondition_update", "sample_fast", "graphs_available"]
 
 FAST_MODES = (None, "fused", "fused-eager", "graphs")
 DEFAULT_BLOCK = 50
@@ -54,11 +55,9 @@ def precondition_update(z, m, s, n, corr, gamma: float, beta: float, delta: floa
     ``corr`` = 1 - beta^t (a float, or a 0-d tensor inside a CUDA graph). The order of operations is the
     eager sampler's (``neuro_lpc.langevin``), so the uncompiled function gives its numbers to rounding.
     """
-    m_new = m * beta + (1.0 - beta) * (s * s)
-    m_hat = torch.sqrt(m_new / corr)
-    G = 1.0 / (m_hat + delta)
-    if max_gain is not None:
-        G = torch.clamp(G, max=max_gain)
+    m_new = second_moment_update(m, s, beta)      # the gain units (neuro_lpc.gain)
+    m_hat = rms(m_new, corr)
+    G = gain_of_rms(m_hat, delta, max_gain)
     noise_var = m_hat if literal else G
     z_new = z + gamma * (G * s) + noise_scale * (torch.sqrt(noise_var) * n)
     return z_new, m_new, G
@@ -71,25 +70,31 @@ def compiled_precondition_update():
     """:func:`precondition_update` through ``torch.compile`` (fullgraph, static shapes; built once).
 
     If compilation fails on this machine (no C++ / Triton toolchain), the first call warns once and the
-    uncompiled function is used from then on: the same numbers, without the fusion."""
+    uncompiled function is used from then on: the same numbers, without the fusion.  The returned function
+    says what ran: ``update.compiled_calls`` counts the calls the compiled kernel served, ``update.fallback`` is
+    None or why it fell back (``SampleResult.path`` reports both)."""
     global _COMPILED
     if _COMPILED is None:
         compiled = torch.compile(precondition_update, fullgraph=True, dynamic=False)
         state = {"fn": compiled}
 
         def update(*args):
+            if state["fn"] is precondition_update:
+                return precondition_update(*args)
             try:
-                return state["fn"](*args)
+                out = state["fn"](*args)
             except Exception as e:  # noqa: BLE001 - any compiler failure: fall back to the same maths eagerly
-                if state["fn"] is precondition_update:
-                    raise
                 import warnings
 
                 warnings.warn(f"torch.compile of the preconditioner update failed ({type(e).__name__}); "
                               f"using the uncompiled function", stacklevel=2)
                 state["fn"] = precondition_update
+                update.fallback = f"{type(e).__name__}: {e}".splitlines()[0][:200]
                 return precondition_update(*args)
+            update.compiled_calls += 1
+            return out
 
+        update.compiled_calls, update.fallback = 0, None
         _COMPILED = update
     return _COMPILED
 
@@ -169,7 +174,7 @@ class _Chain:
         self.ring[i].add_(lj.detach())
 
 
-def _finish(sampler, chain, steps, B, grad_scale, stash):
+def _finish(sampler, chain, steps, B, grad_scale, stash, path: str):
     if chain.params:
         scale = grad_scale if grad_scale is not None else -1.0 / (B * steps)
         for p, a, g in zip(chain.params, chain.acc, stash):
@@ -178,7 +183,7 @@ def _finish(sampler, chain, steps, B, grad_scale, stash):
                         z_sum=None if chain.z_sum is None else chain.z_sum.clone(),
                         z_sqsum=None if chain.z_sq is None else chain.z_sq.clone(),
                         log_joint_sum=chain.lj_total.clone() if chain.params else None,
-                        gain=None if chain.G is None else chain.G.clone())
+                        gain=None if chain.G is None else chain.G.clone(), path=path)
 
 
 def _raise(chain, step: int, bad_chain: int, stash):
@@ -236,14 +241,23 @@ def _cache_key(sampler, model, x, z0, generator, accumulate_grad, track_moments,
             sampler.noise, sampler.delta, sampler.max_gain)
 
 
+def fast_unavailable_reason(sampler, record_every, device) -> str | None:
+    """Why the sampler's fast path does not apply to this call (None when it does); the chain then runs eager."""
+    if record_every is not None:
+        return "records of the trajectory"
+    if sampler.preconditioner != "adam":
+        return f"the {sampler.preconditioner!r} preconditioner"
+    if sampler.fast == "graphs" and not graphs_available(device):
+        return "not on CUDA"
+    return None
+
+
 def sample_fast(sampler, model, x, z0, record_every, generator, accumulate_grad, grad_scale, track_moments):
     """The fast form of ``LangevinSampler._sample_ula``; None where it does not apply (the caller runs eager)."""
     mode = sampler.fast
-    if mode is None or record_every is not None or sampler.preconditioner != "adam":
+    if mode is None or fast_unavailable_reason(sampler, record_every, z0.device) is not None:
         return None
-    use_graph = mode == "graphs" and graphs_available(z0.device)
-    if mode == "graphs" and not use_graph:
-        return None                                   # eager fallback off CUDA
+    use_graph = mode == "graphs"
     T, B = sampler.steps, z0.shape[0]
     update = precondition_update if mode == "fused-eager" else compiled_precondition_update()
     params = [p for p in model.parameters() if p.requires_grad] if accumulate_grad else []
@@ -264,7 +278,7 @@ def sample_fast(sampler, model, x, z0, record_every, generator, accumulate_grad,
             bad = first_non_finite(chain.ring, block)       # one host sync per block
             if bad is not None:
                 _raise(chain, b * block + bad[0] + 1, bad[1], stash)
-        return _finish(sampler, chain, T, B, grad_scale, stash)
+        return _finish(sampler, chain, T, B, grad_scale, stash, "graphs")
     check = sampler.check_every
     # the compiled update takes 1 - beta^t as a device tensor (a Python float would be a new constant, and a
     # recompilation, at every step); the uncompiled reference keeps the eager sampler's host float
@@ -277,4 +291,8 @@ def sample_fast(sampler, model, x, z0, record_every, generator, accumulate_grad,
             bad = first_non_finite(chain.ring, k)
             if bad is not None:
                 _raise(chain, t - k + 1 + bad[0], bad[1], stash)
-    return _finish(sampler, chain, T, B, grad_scale, stash)
+    if mode == "fused-eager":
+        path = "fused-eager"
+    else:
+        path = "fused" if update.fallback is None else f"fused: uncompiled ({update.fallback})"
+    return _finish(sampler, chain, T, B, grad_scale, stash, path)

@@ -50,7 +50,8 @@ import torch
 
 from .chain import FiniteWatch, SampleResult, check_finite_input, describe_bad_log_joint, raise_divergence
 from .distributed import shard_randn
-from .fast import FAST_MODES, sample_fast
+from .gain import gain_of_rms, rms, second_moment_update_
+from .fast import FAST_MODES, fast_unavailable_reason, sample_fast
 from .model import GenerativeModel
 
 # SampleResult and describe_bad_log_joint live in neuro_lpc.chain; re-exported here for the imports that predate it
@@ -233,6 +234,12 @@ class LangevinSampler:
             res = sample_fast(self, model, x, z0, record_every, generator, accumulate_grad, grad_scale, track_moments)
             if res is not None:
                 return res
+        res = self._sample_ula_eager(model, x, z0, record_every, generator, accumulate_grad, grad_scale, track_moments)
+        if self.fast is not None:
+            res.path = f"eager: {fast_unavailable_reason(self, record_every, z0.device)}"
+        return res
+
+    def _sample_ula_eager(self, model, x, z0, record_every, generator, accumulate_grad, grad_scale, track_moments):
         T, gamma, beta = self.steps, float(self.step_size), self.precondition
         B = z0.shape[0]
         t_rec, z_tr, lj_tr, sn_tr = self._alloc_records(z0, record_every)
@@ -269,11 +276,9 @@ class LangevinSampler:
                 z.addcmul_(G_frozen, s, value=gamma)
                 z.addcmul_(sd_frozen, n, value=noise_scale)
             else:                                           # Algorithm 1 (eq. 18-19 without Gamma)
-                m.mul_(beta).addcmul_(s, s, value=1 - beta)
-                m_hat = (m / (1 - beta**t)).sqrt_()
-                G = 1.0 / (m_hat + self.delta)
-                if self.max_gain is not None:
-                    G.clamp_(max=self.max_gain)             # the identity unless G > max_gain
+                second_moment_update_(m, s, beta)            # the gain units (neuro_lpc.gain)
+                m_hat = rms(m, 1 - beta**t)
+                G = gain_of_rms(m_hat, self.delta, self.max_gain)   # the cap: the identity unless G > max_gain
                 z.addcmul_(G, s, value=gamma)
                 noise_var = G if self.noise == "correct" else m_hat
                 if t == T or t == freeze_at:

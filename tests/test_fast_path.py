@@ -103,6 +103,21 @@ def test_graphs_off_cuda_is_the_eager_sampler_bit_for_bit():
     eager, g_eager = _run(None, 0.25)
     graphs, g_graphs = _run("graphs", 0.25)
     assert torch.equal(graphs.z, eager.z) and all(torch.equal(a, b) for a, b in zip(g_graphs, g_eager))
+    assert (eager.path, graphs.path) == ("eager", "eager: not on CUDA")
+
+
+def test_each_result_says_which_path_ran_it():
+    """SampleResult.path: the fused function ran for fast="fused-eager" (and no eager loop: a fast path that silently
+    ran the eager loop would say "eager"); records and the frozen preconditioner fall back to eager, named."""
+    fused, _ = _run("fused-eager", 0.25)
+    assert fused.path == "fused-eager"
+    model = _model()
+    x, z0 = torch.randn(4, 20, dtype=torch.float64), torch.randn(4, 6, dtype=torch.float64)
+    rec = LangevinSampler(step_size=0.05, steps=10, precondition=0.25, fast="fused").sample(model, x, z0, record_every=5)
+    assert rec.path == "eager: records of the trajectory"
+    frozen = LangevinSampler(step_size=0.05, steps=10, precondition=0.25, preconditioner="frozen",
+                             fast="fused-eager").sample(model, x, z0)
+    assert frozen.path == "eager: the 'frozen' preconditioner"
 
 
 def test_bad_fast_options_are_one_line_errors():
@@ -135,8 +150,18 @@ def test_compiled_update_equals_eager_on_cpu():
 
 @pytest.mark.slow
 def test_compiled_training_chain_equals_the_eager_chain():
+    """fast="fused" on a CPU is compiled too: the result says so, the compiled kernel served every step and dynamo
+    captured a graph (a fused path that silently ran uncompiled or eager fails here)."""
+    from torch._dynamo.utils import counters
+
+    from neuro_lpc.fast import compiled_precondition_update
+
     eager, g_eager = _run(None, 0.25)
+    calls = compiled_precondition_update().compiled_calls
     fused, g_fused = _run("fused", 0.25)            # compiled once; 1 - beta^t from the on-device step count
+    assert fused.path == "fused"
+    assert compiled_precondition_update().compiled_calls - calls == 40        # T = 40 steps, each through the kernel
+    assert counters["stats"]["unique_graphs"] >= 1
     torch.testing.assert_close(fused.z, eager.z, rtol=1e-9, atol=1e-9)
     for a, b in zip(g_fused, g_eager):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
@@ -301,7 +326,7 @@ def test_graph_body_with_the_on_device_step_counter_equals_the_eager_chain():
     for t in range(40):
         chain.step(t % 8)
     assert isinstance(chain.t, torch.Tensor) and float(chain.t) == 40
-    res = _finish(sampler, chain, 40, 16, None, [None] * len(chain.params))
+    res = _finish(sampler, chain, 40, 16, None, [None] * len(chain.params), "graphs")
     torch.testing.assert_close(res.z, eager.z, rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(res.gain, eager.gain, rtol=1e-10, atol=1e-10)
     for p, b in zip(chain.params, g_eager):
