@@ -280,7 +280,8 @@ def test_default_features_are_inception_fid_and_kid(tmp_path_factory):
         for k in ("fid", "kid", "density", "coverage"):
             assert math.isfinite(s[k]) and math.isfinite(s[f"{k}_se"]), (name, k)
     md = (root / "run" / "report.md").read_text().splitlines()
-    assert md[0].startswith("| method | status | FID ↓ | KID ↓")
+    # the table ranks by KID across seeds, FID pooled (issue 14's report): KID first, then FID
+    assert md[0].startswith("| method | status | seeds | KID×10³ ↓ (ranking) | FID ↓ (pooled")
 
 
 def test_worker_features_equal_a_fresh_evaluation(ideal_run):
