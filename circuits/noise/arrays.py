@@ -2,7 +2,9 @@
 
 An :class:`AnalogArray` holds, for every decoder weight tensor that a weight-device source acts on
 (``weight_programming``, ``drift``, ``weight_read``, ``pulsed``; >= 2-d weights, biases only with
-``include_bias``), the state of its devices:
+``include_bias``), the state of its devices. A source's ``include_bias`` is its own: a bias on the array because one
+source covers it sees only the effects of the sources that include biases (no programming error, drift or pulses
+from a source with ``include_bias=False``):
 
     s        stored conductance, in weight units: what the last write left on the device
              (the target plus that write's error)
@@ -303,6 +305,9 @@ def _covered(name: str, p: torch.Tensor, include_bias: bool) -> bool:
     return p.dim() >= 2 or (include_bias and p.dim() == 1)
 
 
+BIAS_FAMILIES = ("programming", "drift", "read", "pulsed")   # the array's effects, each with its own include_bias
+
+
 @dataclass
 class _Programming:
     model: str = "pcm"
@@ -322,13 +327,22 @@ class AnalogArray:
 
     Attributes: ``names`` (covered parameter names), ``stored`` / ``t_write`` / ``nu`` (dicts of tensors),
     ``clock`` (s), ``programming`` / ``drift`` (settings or None), ``read_std`` (relative read noise or 0),
-    ``pulsed`` (a PulsedDevice or None), ``writes`` (count of programming/pulse writes).
+    ``pulsed`` (a PulsedDevice or None), ``writes`` (count of programming/pulse writes), ``bias_families`` (the
+    effects among :data:`BIAS_FAMILIES` that act on biases).
+
+    ``include_bias``: True (every effect acts on the biases), False (none), or the families whose source has
+    ``include_bias`` (:meth:`from_noise`): a bias outside a family gets no programming error ("programming"),
+    drift exponent 0 ("drift"), no read noise ("read") or exact writes instead of pulses ("pulsed").
     """
 
     def __init__(self, weights: dict[str, torch.Tensor], *, programming: _Programming | None = None,
                  drift: _Drift | None = None, read_std: float = 0.0, pulsed: PulsedDevice | None = None,
-                 include_bias: bool = False, seed: int = 0, clock: float = 0.0):
+                 include_bias: bool | tuple | frozenset = False, seed: int = 0, clock: float = 0.0):
         self.programming, self.drift, self.read_std, self.pulsed = programming, drift, float(read_std), pulsed
+        if isinstance(include_bias, bool):
+            include_bias = BIAS_FAMILIES if include_bias else ()
+        self.bias_families = frozenset(include_bias)
+        include_bias = bool(self.bias_families)
         self.include_bias = include_bias
         self.seed = int(seed)
         self.clock = float(clock)
@@ -353,12 +367,18 @@ class AnalogArray:
                 else:
                     xi = torch.randn(w.shape, generator=gen, dtype=torch.float64).to(w.device, w.dtype)
                     self.nu[n] = (float(drift.nu) + drift.nu_std * xi).abs()
+                if not self.acts("drift", n):   # drawn all the same: the other tensors' draws do not move
+                    self.nu[n] = torch.zeros_like(w)
             if pulsed is not None:
                 self.scale[n] = self.w_max[n] / (pulsed.init_fraction * pulsed.w_max)
                 xi = torch.randn(w.shape, generator=gen, dtype=torch.float64).to(w.device, w.dtype)
                 d2d = (1 + pulsed.dw_min_dtod * xi).clamp(min=0.05)  # a device's own step, frozen
                 self.step_up[n] = pulsed.dw_min * (1 + pulsed.up_down) * d2d
                 self.step_down[n] = pulsed.dw_min * (1 - pulsed.up_down) * d2d
+
+    def acts(self, family: str, name: str) -> bool:
+        """Whether the effect ``family`` (one of :data:`BIAS_FAMILIES`) acts on the covered tensor ``name``."""
+        return self.stored[name].dim() >= 2 or family in self.bias_families
 
     # ---------------------------------------------------------------------------- construction
     @classmethod
@@ -371,29 +391,30 @@ class AnalogArray:
         simulation starts), so a stand-alone circuit sees the weights ``t_start`` seconds after programming.
         """
         prog = drift = pulsed = None
-        read_std, include_bias, t_start = 0.0, False, 0.0
+        read_std, t_start = 0.0, 0.0
+        bias = {}   # family -> the include_bias of its (last) source
         for s in sources:
             p = s.params
             if s.type == "weight_programming":
                 if p["model"] == "constant" and p["std"] == 0:
                     continue
                 prog = _Programming(model=p["model"], std=p["std"])
-                include_bias |= bool(p["include_bias"])
+                bias["programming"] = bool(p["include_bias"])
             elif s.type == "drift":
                 drift = _Drift(t0=p["t0"], nu=p["nu"], nu_std=p["nu_std"], compensate=p["compensate"])
-                include_bias |= bool(p["include_bias"])
+                bias["drift"] = bool(p["include_bias"])
                 t_start = float(p["t_start"])
             elif s.type == "weight_read":
                 if p["std"] > 0:
                     read_std = float(p["std"])
-                    include_bias |= bool(p["include_bias"])
+                    bias["read"] = bool(p["include_bias"])
             elif s.type == "pulsed":
                 pulsed = s.device()
-                include_bias |= bool(p["include_bias"])
+                bias["pulsed"] = bool(p["include_bias"])
         if prog is None and drift is None and read_std == 0 and pulsed is None:
             return None
         arr = cls(weights, programming=prog, drift=drift, read_std=read_std, pulsed=pulsed,
-                  include_bias=include_bias, seed=seed, clock=t_start)
+                  include_bias=frozenset(f for f, on in bias.items() if on), seed=seed, clock=t_start)
         if prog is not None:
             if program_gen is None:
                 program_gen = torch.Generator().manual_seed(derive_seed(seed, 2))
@@ -410,7 +431,7 @@ class AnalogArray:
             wmax = float(w.abs().max().clamp(min=1e-30))
             self.w_max[n] = wmax
             s = w.clone()
-            if self.programming is not None:
+            if self.programming is not None and self.acts("programming", n):
                 if self.programming.model == "pcm":
                     sigma = pcm_programming_std(w.abs() / wmax) * wmax
                 else:
@@ -434,7 +455,11 @@ class AnalogArray:
                 continue
             sc = self.scale[n]
             u = self.stored[n] / sc
-            u_new, cnt = apply_pulses(u, desired[n].detach() / sc, self.pulsed, self.step_up[n], self.step_down[n], gen)
+            if self.acts("pulsed", n):
+                u_new, cnt = apply_pulses(u, desired[n].detach() / sc, self.pulsed, self.step_up[n], self.step_down[n],
+                                          gen)
+            else:   # a bias on the array for another source's sake: written exactly
+                u_new, cnt = u + desired[n].detach() / sc, (desired[n].detach() != 0).to(u.dtype)
             self.stored[n] = u_new * sc
             self.t_write[n] = torch.where(cnt != 0, torch.full_like(u, self.clock), self.t_write[n])
             counts[n] = cnt
@@ -509,7 +534,9 @@ class AnalogArray:
 
     def read_sigmas(self) -> dict[str, float]:
         """sigma_r per covered weight tensor: read_std * w_max (0 without read noise)."""
-        return {n: self.read_std * self.w_max[n] for n in self.names} if self.read_std > 0 else {}
+        if self.read_std == 0:
+            return {}
+        return {n: self.read_std * self.w_max[n] for n in self.names if self.acts("read", n)}
 
     def read_hooks(self, decoder: nn.Module, generator: torch.Generator | None) -> ReadNoiseHooks | None:
         sig = self.read_sigmas()

@@ -86,10 +86,6 @@ def _add_scaled(out: torch.Tensor, t: torch.Tensor, coef) -> None:
         out.add_(t, alpha=coef)
 
 
-def _is_weight(name: str, w: torch.Tensor, include_bias: bool) -> bool:
-    return w.dim() >= 2 or (include_bias and w.dim() == 1)
-
-
 # ====================================================================== bound sources ====
 
 class BoundSource:

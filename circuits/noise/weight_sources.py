@@ -54,7 +54,8 @@ class WeightRead(NoiseSource):
     In law y_i = (W x)_i + std w_max ||x|| xi_i, drawn per output, per chain and per read (for a
     convolution ||x|| is the norm of the input patch of each output). ``std`` (0.0175) is relative to
     the largest |weight| of each tensor at its last programming. Read noise acts on the forward
-    (prediction) reads; the feedback read J^T eps is not perturbed by it.
+    (prediction) reads; the feedback read J^T eps is not perturbed by it. ``include_bias`` (False) puts the biases
+    on the array but gives them no read noise: read noise is per product, and a bias is added in the periphery.
 
     Source: aihwkit ``IOParameters`` weight noise per matrix-vector product, w_noise = sigma_w ~ 0.0175
     (y_i += sigma_w ||x|| xi).
