@@ -8,7 +8,7 @@ NOISE ?= analog
 export MALLOC_MMAP_THRESHOLD_ ?= 1000000000
 export MALLOC_TRIM_THRESHOLD_ ?= 1000000000
 
-.PHONY: setup run test test-slow bench clean
+.PHONY: setup run test test-slow bench mutate clean
 
 setup: $(STAMP)
 
@@ -32,5 +32,12 @@ test-slow: setup
 bench: setup
 	$(VPY) bench/run.py
 
+# mutation testing of the core modules (docs/mutation.md; [tool.mutmut] in pyproject.toml); resumable;
+# MUTANTS='neuro_lpc.objectives.* circuits.units.*' restricts the run to some modules (fnmatch patterns)
+mutate: setup
+	$(VPY) -m pip install --quiet -e '.[mutate]'
+	OMP_NUM_THREADS=1 $(VENV)/bin/mutmut run --max-children 2 $(MUTANTS) > mutants-run.log 2>&1 || (tail -c 2000 mutants-run.log; exit 1)
+	$(VPY) tools/mutation_scores.py
+
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache mutants mutants-run.log
