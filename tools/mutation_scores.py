@@ -5,8 +5,9 @@
 
 Reads ``mutmut results --all true`` (run in the repository root after ``mutmut run``) and the list of equivalent
 mutants in ``docs/mutation_equivalent.txt`` (one ``<mutant name>  # <one-line reason>`` per line: a mutant no test can
-kill because the program's behaviour does not change).  Score per module = killed / (mutants - equivalent); timeouts
-count as killed (the mutant hangs: a test notices), "no tests" and "survived" do not.  ``--write`` replaces the table
+kill because the program's behaviour does not change).  Score per module = killed / (checked mutants - equivalent);
+timeouts count as killed (the mutant hangs: a test notices), "no tests" and "survived" do not; mutants not run yet
+(an interrupted run: ``make mutate`` resumes) are counted apart.  ``--write`` replaces the table
 between the ``<!-- scores -->`` markers of the given file; ``--survivors`` lists the non-equivalent survivors.
 """
 from __future__ import annotations
@@ -59,17 +60,18 @@ def table(results: dict[str, str], equivalent: dict[str, str]) -> tuple[str, lis
             continue
         key = {"killed": "killed", "timeout": "killed", "survived": "survived", "no tests": "no tests"}.get(status, status)
         counts[mod][key] += 1
-        if key != "killed":
+        if key in ("survived", "no tests"):
             survivors.append(f"{name}: {status}")
-    lines = ["| module | mutants | killed | survived | no tests | equivalent | score |", "|---|---|---|---|---|---|---|"]
+    lines = ["| module | mutants | killed | survived | no tests | equivalent | not run yet | score |",
+             "|---|---|---|---|---|---|---|---|"]
     for mod in sorted(counts):
         c = counts[mod]
         total = sum(c.values())
-        live = total - c["equivalent"]
-        score = c["killed"] / live if live else 1.0
+        live = c["killed"] + c["survived"] + c["no tests"]          # checked, not equivalent
+        score = c["killed"] / live if live else float("nan")
         flag = "" if score >= GOAL else " (below 90%)"
         lines.append(f"| `{mod}` | {total} | {c['killed']} | {c['survived']} | {c['no tests']} | {c['equivalent']} | "
-                     f"{score:.0%}{flag} |")
+                     f"{c['not checked']} | {score:.0%}{flag} |")
     return "\n".join(lines), sorted(survivors)
 
 
