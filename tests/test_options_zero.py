@@ -10,6 +10,8 @@ from problems import linear_model
     {"type": "mismatch", "gain_std": 0.0, "offset_std": 0.0},
     {"type": "feedback_mismatch", "std": 0.0},
     {"type": "thermal", "value_std": 0.0, "error_std": 0.0},
+    {"type": "weight_read", "std": 0.0},
+    {"type": "weight_programming", "model": "constant", "std": 0.0},
 ])
 def test_a_source_at_zero_amplitude_binds_nothing(source):
     model, _ = linear_model(3, 50, 0.5)
@@ -33,3 +35,16 @@ def test_mismatch_acts_with_either_spread_alone(gain_std, offset_std):
         else:
             assert abs(float(values.std()) - std) < 5 * std / (2 * values.numel()) ** 0.5
             assert abs(float(values.mean()) - centre) < 5 * std / values.numel() ** 0.5
+
+
+@pytest.mark.parametrize("nu, ok", [(0.0, True), (0.05, True), ("pcm", True), (-0.01, False), (float("inf"), False),
+                                    (True, False), ("fast", False)])
+def test_drift_exponent_is_validated_before_any_step(nu, ok):
+    """drift's nu: "pcm" or a finite number >= 0 (0 = no drift is allowed); anything else a one-line error."""
+    from circuits import NoiseModel
+    cfg = {"preset": "ideal", "sources": [{"type": "drift", "nu": nu}]}
+    if ok:
+        NoiseModel.from_dict(cfg)
+    else:
+        with pytest.raises(ValueError, match="nu must be 'pcm' or a non-negative number"):
+            NoiseModel.from_dict(cfg)
