@@ -1,6 +1,7 @@
 """Argument checks shared by the whole ``circuits`` package: integers, float64 arrays, shapes, positive numbers.
 
-The lowest layer of ``circuits``: it imports nothing from the package (only numpy), so every module
+The lowest layer of ``circuits``: it imports nothing from the package (numpy, and ``neuro_lpc.validation``'s
+``check_positive`` as :func:`positive`), so every module
 may use it.  Each check fails with a one-line ``ValueError`` naming the argument, before any work.
 
 * :func:`check_int` -- an ``int`` (not a ``bool``) with ``lo <= v`` and, when given, ``v <= hi``;
@@ -14,6 +15,8 @@ may use it.  Each check fails with a one-line ``ValueError`` naming the argument
 from __future__ import annotations
 
 import numpy as np
+
+from neuro_lpc.validation import check_positive as positive  # one check for both packages
 
 __all__ = ["check_int", "array", "positive", "integer", "square", "stable", "projection", "symmetric"]
 
@@ -44,17 +47,6 @@ def array(name: str, value, ndim, min_len: int = 1) -> np.ndarray:
     if not np.all(np.isfinite(out)):
         raise ValueError(f"{name} has non-finite entries")
     return out
-
-
-def positive(name: str, value, allow_zero: bool = False) -> float:
-    """``value`` as a float, finite and > 0 (>= 0 with ``allow_zero``)."""
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number, got {value!r}") from None
-    if not np.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
-        raise ValueError(f"{name} must be a {'non-negative' if allow_zero else 'positive'} finite number, got {value}")
-    return value
 
 
 def integer(name: str, value, minimum: int) -> int:

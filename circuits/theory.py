@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from neuro_lpc.theory import euler_maruyama_stationary, linear_sde_stationary
+from neuro_lpc.theory import euler_maruyama_stationary, linear_gaussian_inputs, linear_sde_stationary
 
 from ._checks import array, positive
 from .units import error_form, linear_drift
@@ -52,14 +52,11 @@ def linear_circuit_matrices(W, b, x, sigma_x: float, prior_std: float, tau_z: fl
     not depend on tau_e), but for tau_e > 0 the stationary covariance of z is *not* P^-1 (see
     ``docs/analysis.md``). x: (n,) or (B_x, n); c then has shape (..., N). Returns ``(A, c, B)``.
     """
-    W = array("W", W, 2)
+    W, b, x = linear_gaussian_inputs(W, b, x)
+    for name, v in (("W", W), ("b", b), ("x", x)):
+        if not np.isfinite(v).all():
+            raise ValueError(f"{name} has non-finite entries")
     n, d = W.shape
-    b = array("b", b, 1)
-    x = array("x", x, (1, 2))
-    if b.shape != (n,):
-        raise ValueError(f"b must have shape (n={n},), got {b.shape}")
-    if x.shape[-1] != n:
-        raise ValueError(f"x must have shape (n={n},) or (B, n={n}), got {x.shape}")
     if form not in ("error", "bogacz"):
         raise ValueError(f"form must be 'error' or 'bogacz', got {form!r}")
     units_form = error_form(form, positive("sigma_x", sigma_x))

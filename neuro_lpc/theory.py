@@ -111,6 +111,19 @@ def _discrete_stationary_cov(A: np.ndarray, Q: np.ndarray, dt: float, step_name:
 
 # ================================================================= linear-Gaussian theory ====
 
+def linear_gaussian_inputs(W, b, x) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(W (n, d), b (n,), x (n,) or (B, n)) as float64 arrays with their shapes checked (one-line errors)."""
+    W = _array("W", W, 2)
+    n = W.shape[0]
+    b = _array("b", b, 1)
+    x = _array("x", x, (1, 2))
+    if b.shape != (n,):
+        raise ValueError(f"b must have shape (n={n},), got {b.shape}")
+    if x.shape[-1] != n:
+        raise ValueError(f"x must have shape (B, n={n}) or (n,), got {x.shape}")
+    return W, b, x
+
+
 def gaussian_posterior(W, b, x, sigma_x: float, prior_std: float = 1.0):
     """Exact posterior of z ~ N(0, s_p^2 I), x | z ~ N(W z + b, sigma_x^2 I).
 
@@ -119,14 +132,8 @@ def gaussian_posterior(W, b, x, sigma_x: float, prior_std: float = 1.0):
     W (n, d), b (n,), x (B, n) or (n,). Returns ``(mean, cov, precision)`` with mean of shape
     (B, d) (or (d,) for a single x), cov and precision (d, d); numpy float64.
     """
-    W = _array("W", W, 2)
+    W, b, x = linear_gaussian_inputs(W, b, x)
     n, d = W.shape
-    b = _array("b", b, 1)
-    x = _array("x", x, (1, 2))
-    if b.shape != (n,):
-        raise ValueError(f"b must have shape (n={n},), got {b.shape}")
-    if x.shape[-1] != n:
-        raise ValueError(f"x must have shape (B, n={n}) or (n,), got {x.shape}")
     var_x = check_positive("sigma_x", sigma_x) ** 2
     var_p = check_positive("prior_std", prior_std) ** 2
     precision = _symmetric(W.T @ W / var_x + np.eye(d) / var_p)
@@ -149,6 +156,15 @@ def _preconditioner(G, d: int) -> np.ndarray:
     return G
 
 
+def _ula_inputs(P, mean, step_size):
+    """(P (d, d), mean (..., d), gamma > 0) checked, for the ULA stationary laws."""
+    P = _square("P", P)
+    mean = _array("mean", mean, (1, 2))
+    if mean.shape[-1] != P.shape[0]:
+        raise ValueError(f"mean must have shape (..., d={P.shape[0]}), got {mean.shape}")
+    return P, mean, check_positive("step_size", step_size)
+
+
 def ula_stationary(P, mean, step_size: float, G=None):
     """Stationary law of (preconditioned) ULA on N(mean, P^-1), by the discrete Lyapunov equation.
 
@@ -162,13 +178,8 @@ def ula_stationary(P, mean, step_size: float, G=None):
     Stable iff gamma < 2 / lambda_max(G P) (the eigenvalues of G P are real and positive); otherwise
     a ValueError names the largest stable step. Returns ``(mean, cov)`` (mean as given, float64).
     """
-    P = _square("P", P)
-    d = P.shape[0]
-    mean = _array("mean", mean, (1, 2))
-    if mean.shape[-1] != d:
-        raise ValueError(f"mean must have shape (..., d={d}), got {mean.shape}")
-    gamma = check_positive("step_size", step_size)
-    g = _preconditioner(G, d)
+    P, mean, gamma = _ula_inputs(P, mean, step_size)
+    g = _preconditioner(G, P.shape[0])
     A = -g[:, None] * P
     cov = _discrete_stationary_cov(A, 2 * gamma * np.diag(g), gamma, "step_size")
     return mean, cov
@@ -185,12 +196,7 @@ def ula_stationary_eigen(P, mean, step_size: float):
     which exceeds the target P^-1 by the factor 1 / (1 - gamma lambda / 2) along each eigenvector.
     Requires gamma lambda_max < 2. Returns ``(mean, cov)``.
     """
-    P = _square("P", P)
-    d = P.shape[0]
-    mean = _array("mean", mean, (1, 2))
-    if mean.shape[-1] != d:
-        raise ValueError(f"mean must have shape (..., d={d}), got {mean.shape}")
-    gamma = check_positive("step_size", step_size)
+    P, mean, gamma = _ula_inputs(P, mean, step_size)
     lam, U = np.linalg.eigh(_symmetric(P))
     if lam[0] <= 0:
         raise ValueError(f"P must be positive definite, smallest eigenvalue {lam[0]:.4g}")

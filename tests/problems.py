@@ -102,3 +102,13 @@ def counted_model():
     dec.calls = 0
     return model, dec
 
+
+def tiny_image_model(d=8, seed=0, sigma=0.3, learn_sigma=False):
+    """(model, encoder): a small MLP decoder d -> 64 -> 28x28 and an MLP encoder on the embedded images (fast enough
+    to train under every noise source and learning mode)."""
+    from neuro_lpc import MLPEncoder
+    torch.manual_seed(seed)
+    dec = nn.Sequential(nn.Linear(d, 64), nn.Tanh(), nn.Linear(64, 784), nn.Unflatten(1, (1, 28, 28)))
+    model = GenerativeModel(dec, GaussianLikelihood(sigma, learn_sigma=learn_sigma), latent_dim=d)
+    enc = nn.Sequential(nn.Flatten(), MLPEncoder(784, d, hidden=64))
+    return model, enc

@@ -17,14 +17,13 @@ import math
 
 import pytest
 import torch
-from torch import nn
 from torch.func import functional_call
 
 from circuits.learn import CircuitTrainConfig, CircuitTrainer
 from circuits.noise import pcm_drift_nu_moments
-from neuro_lpc import GaussianLikelihood, GenerativeModel, MLPEncoder
 from neuro_lpc.data import load_dataset
 from neuro_lpc.objectives import negative_elbo
+from problems import tiny_image_model
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -40,11 +39,7 @@ def animal():
 
 
 def tiny_model(seed=0):
-    torch.manual_seed(seed)
-    dec = nn.Sequential(nn.Linear(D, 64), nn.Tanh(), nn.Linear(64, 784), nn.Unflatten(1, (1, 28, 28)))
-    model = GenerativeModel(dec, GaussianLikelihood(0.3), latent_dim=D)
-    enc = nn.Sequential(nn.Flatten(), MLPEncoder(784, D, hidden=64))
-    return model, enc
+    return tiny_image_model(D, seed)
 
 
 def drift_cfg(age, compensate, batches=24, **drift):

@@ -7,7 +7,6 @@ equal autograd through the perturbed forward; in-memory learning with vanishing 
 digital learning, and with large pulses follow the pulse-count arithmetic.
 """
 import copy
-import math
 
 import pytest
 import torch
@@ -18,6 +17,7 @@ from circuits.learn import CircuitTrainConfig, CircuitTrainer
 from circuits.modes import LEARNING_MODES, check_learning_mode
 from neuro_lpc import GaussianLikelihood, GenerativeModel, MLPEncoder
 from neuro_lpc.data import load_dataset
+from problems import tiny_image_model
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -32,11 +32,7 @@ def animal():
 
 def tiny_model(seed=0, sigma=0.3, learn_sigma=False):
     """A small MLP decoder on the embedded 28x28 images (fast enough to train under every source)."""
-    torch.manual_seed(seed)
-    dec = nn.Sequential(nn.Linear(D, 64), nn.Tanh(), nn.Linear(64, 784), nn.Unflatten(1, (1, 28, 28)))
-    model = GenerativeModel(dec, GaussianLikelihood(sigma, learn_sigma=learn_sigma), latent_dim=D)
-    enc = nn.Sequential(nn.Flatten(), MLPEncoder(784, D, hidden=64))
-    return model, enc
+    return tiny_image_model(D, seed, sigma, learn_sigma)
 
 
 def train_cfg(noise, **kw):

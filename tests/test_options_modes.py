@@ -16,13 +16,12 @@ import math
 
 import pytest
 import torch
-from torch import nn
 
 from circuits import Circuit
 from circuits.learn import CircuitTrainConfig, CircuitTrainer
 from circuits.modes import LEARNING_MODES
-from neuro_lpc import GaussianLikelihood, GenerativeModel, MLPEncoder
 from neuro_lpc.data import load_dataset
+from problems import tiny_image_model
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -37,11 +36,7 @@ def animal():
 
 
 def tiny_model(seed=0):
-    torch.manual_seed(seed)
-    dec = nn.Sequential(nn.Linear(D, 64), nn.Tanh(), nn.Linear(64, 784), nn.Unflatten(1, (1, 28, 28)))
-    model = GenerativeModel(dec, GaussianLikelihood(0.3), latent_dim=D)
-    enc = nn.Sequential(nn.Flatten(), MLPEncoder(784, D, hidden=64))
-    return model, enc
+    return tiny_image_model(D, seed)
 
 
 def train_cfg(noise, **kw):

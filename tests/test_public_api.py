@@ -16,7 +16,8 @@ def _stdlib(module: types.ModuleType) -> bool:
 @pytest.mark.parametrize("package", PACKAGES)
 def test_a_package_namespace_holds_no_private_names_and_no_stdlib_modules(package):
     """``__all__`` lists only public names that exist; the namespace has no ``_x`` object imported from a
-    submodule (private submodules themselves and dunders aside) and no stdlib module under a public name."""
+    submodule (private submodules themselves and dunders aside), no stdlib module under a public name, and no module
+    but its own submodules (no numpy / torch aliases)."""
     mod = importlib.import_module(package)
     assert all(not n.startswith("_") for n in mod.__all__), [n for n in mod.__all__ if n.startswith("_")]
     missing = [n for n in mod.__all__ if not hasattr(mod, n)]
@@ -27,6 +28,9 @@ def test_a_package_namespace_holds_no_private_names_and_no_stdlib_modules(packag
     stdlib = [n for n, v in vars(mod).items() if isinstance(v, types.ModuleType) and not n.startswith("_")
               and _stdlib(v)]
     assert not stdlib, f"{package} exports stdlib modules {stdlib}"
+    foreign = [n for n, v in vars(mod).items() if isinstance(v, types.ModuleType)
+               and not v.__name__.startswith(package + ".")]
+    assert not foreign, f"{package} holds modules that are not its own submodules: {foreign}"
 
 
 def test_circuits_exports_what_users_reach_for_and_not_the_internals():

@@ -339,12 +339,15 @@ def _circuit_vs_reference(m: dict, ref: dict, key: str, scale: float, klabel: st
             pp = "on the same model (discrete LPC's), " + pp
         if bits or pp:
             out.append("; ".join(bits + ([pp] if pp else [])) + ".")
-        c = _rank_cmp(r, ref)
-        if c and c[0] == "better":
-            ag = aggregate_phrase(r, ref)
-            if ag:
-                out.append(ag)
+        out += _aggregate_if_better(r, ref)
     return out
+
+
+def _aggregate_if_better(r: dict, ref: dict) -> list[str]:
+    """The aggregate-posterior sentence for a row that ranks better than the reference (none otherwise)."""
+    c = _rank_cmp(r, ref)
+    ag = aggregate_phrase(r, ref) if c and c[0] == "better" else None
+    return [ag] if ag else []
 
 
 def _baselines_vs_reference(m: dict, ref: dict, scale: float, klabel: str) -> list[str]:
@@ -358,11 +361,7 @@ def _baselines_vs_reference(m: dict, ref: dict, scale: float, klabel: str) -> li
                 tr = r.get("training") or {}
                 out.append(f"Against {r['label']} ({tr.get('budget', '')}: {_num(tr.get('optimiser_steps'))} optimiser "
                            f"steps, {_num(tr.get('wall_s'), 3)} s): {ph}.")
-            c = _rank_cmp(r, ref)
-            if c and c[0] == "better":
-                ag = aggregate_phrase(r, ref)
-                if ag:
-                    out.append(ag)
+            out += _aggregate_if_better(r, ref)
     return out
 
 
