@@ -36,6 +36,7 @@ class SampleResult:
     accept_rate: (B,) MALA acceptance rates.
     gain: (B, d) the preconditioner G of the last step (for ``preconditioner="frozen"`` the G it froze);
     None without preconditioning.
+    v: (B, d) the final momenta of a dynamics="underdamped" chain (BAOAB, after the last half kick); else None.
     path: what ran the chain (``neuro_lpc.fast``): "eager"; "eager: <why the asked fast path did not apply>";
     "fused" (the torch.compile'd update ran); "fused: uncompiled (<why>)"; "fused-eager"; "graphs".
     """
@@ -52,6 +53,7 @@ class SampleResult:
     log_joint_sum: torch.Tensor | None = None
     gain: torch.Tensor | None = None
     path: str = "eager"
+    v: torch.Tensor | None = None
 
 
 def first_non_finite(ring: torch.Tensor, k: int) -> tuple[int, int] | None:

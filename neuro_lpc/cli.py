@@ -25,6 +25,12 @@ _FLAGS = {
     "sample_grid": (int, "samples in the per-epoch PNG grid (0 = no grid; at most 1024)"),
     "checkpoint_every_steps": (int, "also checkpoint every N optimiser steps (default: not by steps)"),
     "checkpoint_every_s": (float, "also checkpoint after the first step N s after the last checkpoint (default 600)"),
+    "dynamics": (str, "sampler family: overdamped (the paper, default) | nonreversible | underdamped (BAOAB; needs "
+                      "--precondition 0); docs/dynamics.md"),
+    "skew": (str, "J of --dynamics nonreversible: random | optimal (default: none)"),
+    "skew_scale": (float, "scale of the skew (random: spectral norm of J; optimal: 1 = LNP 2013's optimum)"),
+    "friction": (float, "friction gamma_f of --dynamics underdamped (default 1)"),
+    "mass": (float, "mass M of --dynamics underdamped (default 1)"),
 }
 
 

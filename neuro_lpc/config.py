@@ -56,6 +56,13 @@ class TrainConfig:
     checkpoint_every_steps: int | None = None  # also checkpoint after every N-th optimiser step (None: not by steps)
     checkpoint_every_s: float | None = 600.0   # ... and after the first step ending this many seconds after the last
                                                # checkpoint (None: not by time); plus every epoch end and SIGINT
+    dynamics: str = "overdamped"             # sampler family (neuro_lpc.dynamics, docs/dynamics.md): overdamped (the
+                                             # paper) | nonreversible (drift (G + J) s) | underdamped (BAOAB, needs
+                                             # precondition off)
+    skew: str | None = None                  # J of "nonreversible": None | random | optimal (or a (d, d) tensor, in code)
+    skew_scale: float = 1.0                  # scale of the named skew ("random": spectral norm of J)
+    friction: float = 1.0                    # gamma_f of "underdamped"
+    mass: float = 1.0                        # M of "underdamped" (a number; or a (d,) tensor, in code)
 
     def validate(self) -> "TrainConfig":
         """Check every field's type and range (one-line ValueError naming the field); returns self.
@@ -104,7 +111,17 @@ class TrainConfig:
         check_number("grad_clip", self.grad_clip, lo=0, lo_open=True, allow_none=True,
                      unit=" (the largest gradient norm; null = no clipping)")
         check_device("device", self.device)
+        self._validate_dynamics()
         return self
+
+    def _validate_dynamics(self) -> None:
+        """The sampler family's fields (neuro_lpc.dynamics.check_dynamics) and, for LPC, its one conflict."""
+        from .dynamics import check_dynamics
+
+        check_dynamics(self.dynamics, self.skew, self.skew_scale, self.friction, self.mass, where="TrainConfig")
+        if self.method == "lpc" and self.dynamics == "underdamped" and self.precondition not in (None, 0):
+            raise ValueError(f"TrainConfig: dynamics='underdamped' does not support preconditioning; set precondition "
+                             f"to 0 (off), got {self.precondition!r}")
 
     # ------------------------------------------------------------- file I/O
     def to_dict(self) -> dict:

@@ -243,6 +243,8 @@ def _cache_key(sampler, model, x, z0, generator, accumulate_grad, track_moments,
 
 def fast_unavailable_reason(sampler, record_every, device) -> str | None:
     """Why the sampler's fast path does not apply to this call (None when it does); the chain then runs eager."""
+    if getattr(sampler, "dynamics", "overdamped") != "overdamped":
+        return f"dynamics={sampler.dynamics!r} has no fast path"
     if record_every is not None:
         return "records of the trajectory"
     if sampler.preconditioner != "adam":

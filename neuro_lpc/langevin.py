@@ -36,6 +36,31 @@ Ambiguities of the paper, decided here (docs/design.md):
 MALA (``metropolis=True``): the same proposal with G = 1 and a Metropolis-Hastings correction, the exact
 baseline reviewers ask for; sampling only.
 
+Sampler families (``dynamics``; issue 16, docs/dynamics.md, neuro_lpc.dynamics):
+  "overdamped"    (default) the chains above, unchanged bit for bit.
+  "nonreversible" z(t) = z(t-1) + gamma (G + J) s(t-1) + sqrt(2 gamma T G) n, J a constant antisymmetric matrix
+                  (``skew``: None, "random", "optimal" or a tensor, times ``skew_scale``).  Invariance: with a
+                  constant G (no preconditioning, or "frozen" after its warm-up) the SDE dz = (G + J) s dt +
+                  sqrt(2 T G) dW leaves the posterior invariant for ANY antisymmetric J (div(J grad p) = 0), and the
+                  Euler chain carries an O(gamma) bias (neuro_lpc.theory.dynamics_discrete_stationary); with the
+                  adapting G of Algorithm 1 ("adam") it is not invariant, as for the reversible chain.  "optimal" on
+                  a nonlinear model uses the precision P = -(1/B) sum_b Hess_z log p(x_b, z0_b), computed once at
+                  the start from z0 (eigenvalues floored at 1e-6 lambda_max to make it SPD), and J = LNP 2013's
+                  optimal skew for G = I (:func:`neuro_lpc.dynamics.optimal_skew`); "random" is drawn from
+                  ``generator`` before the chain.
+  "underdamped"   BAOAB (Leimkuhler & Matthews 2013, "Rational construction of stochastic numerical methods for
+                  molecular sampling", AMRX) for dz = M^-1 v dt, dv = (s - gamma_f M^-1 v) dt + sqrt(2 gamma_f T) dW,
+                  step h = ``step_size``, friction gamma_f = ``friction``, diagonal mass M = ``mass``:
+                      B: v += h/2 s(z);  A: z += h/2 M^-1 v;  O: v <- c v + sqrt(T (1 - c^2)) M^(1/2) xi,
+                      c = exp(-gamma_f h / M) (the exact OU step);  A: z += h/2 M^-1 v;  B: v += h/2 s(z).
+                  Warm start v(0) ~ N(0, T M) (drawn from ``generator`` before the chain).  The closing B of step t
+                  and the opening B of step t + 1 use the same score s(z(t)): ONE gradient evaluation per step
+                  (at z(t-1), as the overdamped chain), plus one at z(T) for the last half kick (T + 1 in all).
+                  Stationary law of the SDE: p(z | x)^(1/T) (x) N(0, T M); on a Gaussian, BAOAB's z-marginal is
+                  exact at any stable h and v's carries an O(h^2) bias (theory.dynamics_discrete_stationary).  No
+                  preconditioner (a state-dependent mass would need its own correction terms: refused), no MALA.
+  ``fast=`` applies to "overdamped" only; the other families run eager and say so in ``SampleResult.path``.
+
 Training use: with ``accumulate_grad=True`` each step does ONE backward of log p(x, z(t-1)) that gives
 both the drift s and grad_theta log p(x, z(t-1)) (accumulated in the parameters' ``.grad``; constant
 memory in T).  At the end ``.grad`` holds ``grad_scale`` times the sum, by default -1/(B T): the
@@ -50,6 +75,7 @@ import torch
 
 from .chain import FiniteWatch, SampleResult, check_finite_input, describe_bad_log_joint, raise_divergence
 from .distributed import shard_randn
+from .dynamics import check_dynamics, mass_vector, skew_matrix
 from .gain import gain_of_rms, rms, second_moment_update_
 from .fast import FAST_MODES, fast_unavailable_reason, sample_fast
 from .model import GenerativeModel
@@ -87,6 +113,13 @@ class LangevinSampler:
             "fused-eager" (the same function uncompiled) or "graphs" (CUDA graphs of ``graph_block`` steps; eager
             off CUDA); trajectories with records, MALA and "frozen" run eager. See neuro_lpc.fast.
         graph_block: steps per captured CUDA graph (the largest divisor of ``steps`` not above it).
+        dynamics: "overdamped" (default, the chains above), "nonreversible" (drift (G + J) s) or "underdamped"
+            (BAOAB with momenta v); module docstring and neuro_lpc.dynamics.
+        skew: J for "nonreversible": None (J = 0), "random" (spectral norm ``skew_scale``), "optimal" (LNP 2013,
+            times ``skew_scale``) or a (d, d) antisymmetric tensor (used as given).
+        skew_scale: >= 0, the scale of a named skew.
+        friction: gamma_f > 0 of "underdamped".
+        mass: M of "underdamped": a positive number or a (d,) positive tensor (diagonal mass).
     """
 
     step_size: float
@@ -102,8 +135,20 @@ class LangevinSampler:
     check_every: int = 50
     fast: str | None = None
     graph_block: int = 50
+    dynamics: str = "overdamped"
+    skew: object = None
+    skew_scale: float = 1.0
+    friction: float = 1.0
+    mass: object = 1.0
 
     def __post_init__(self):
+        check_dynamics(self.dynamics, self.skew, self.skew_scale, self.friction, self.mass, where="LangevinSampler")
+        if self.dynamics != "overdamped" and self.metropolis:
+            raise ValueError(f"LangevinSampler: metropolis=True (MALA) supports only dynamics='overdamped', "
+                             f"got dynamics={self.dynamics!r}")
+        if self.dynamics == "underdamped" and self.precondition not in (None, 0):   # 0 = off, as below
+            raise ValueError("LangevinSampler: dynamics='underdamped' does not support preconditioning (a "
+                             "state-dependent mass needs correction terms); use precondition=None")
         if not (isinstance(self.step_size, (int, float)) and math.isfinite(self.step_size) and self.step_size > 0):
             raise ValueError(f"step_size must be a positive finite number, got {self.step_size}")
         if not (isinstance(self.steps, int) and self.steps >= 1):
@@ -159,9 +204,18 @@ class LangevinSampler:
         accumulate_grad: bool = False,
         grad_scale: float | None = None,
         track_moments: bool = False,
+        v0: torch.Tensor | None = None,
     ) -> SampleResult:
-        """Run the chain from z0 for ``self.steps`` steps.  See the module docstring for the maths."""
+        """Run the chain from z0 for ``self.steps`` steps.  See the module docstring for the maths.
+
+        ``v0`` (B, d): initial momenta of a dynamics="underdamped" chain (None: v(0) ~ N(0, T M)); pass a previous
+        result's ``v`` to continue a chain across calls."""
         model.check_inputs(x, z0)
+        if v0 is not None:
+            if self.dynamics != "underdamped":
+                raise ValueError(f"v0 applies only to dynamics='underdamped', got dynamics={self.dynamics!r}")
+            if not isinstance(v0, torch.Tensor) or tuple(v0.shape) != tuple(z0.shape) or not torch.isfinite(v0).all():
+                raise ValueError(f"v0 must be a finite tensor of z0's shape {tuple(z0.shape)}")
         if record_every is not None and record_every != 0:
             if not (isinstance(record_every, int) and 1 <= record_every <= self.steps):
                 raise ValueError(f"record_every must be an integer in [1, steps={self.steps}], got {record_every!r}")
@@ -174,6 +228,9 @@ class LangevinSampler:
             if accumulate_grad:
                 raise ValueError("MALA is a sampling baseline: accumulate_grad is not supported with metropolis=True")
             return self._sample_mala(model, x, z0, record_every, generator)
+        if self.dynamics == "underdamped":
+            return self._sample_underdamped(model, x, z0, record_every, generator, accumulate_grad, grad_scale,
+                                            track_moments, v0)
         return self._sample_ula(model, x, z0, record_every, generator, accumulate_grad, grad_scale, track_moments)
 
     # --------------------------------------------------------------- helpers
@@ -229,7 +286,43 @@ class LangevinSampler:
         lj_tr[-1] = lj_end
         sn_tr[-1] = s_end.norm(dim=1)
 
+    def skew_for(self, model: GenerativeModel, x: torch.Tensor, z0: torch.Tensor,
+                 generator: torch.Generator | None = None) -> torch.Tensor | None:
+        """The constant skew J (d, d) the "nonreversible" chain uses for this call (None: no skew / other family).
+
+        "optimal" needs a precision: P = -(1/B) sum_b Hess_z log p(x_b, z0_b) at the warm start, symmetrised,
+        eigenvalues floored at 1e-6 lambda_max (module docstring)."""
+        if self.dynamics != "nonreversible" or self.skew is None:
+            return None
+        d = z0.shape[1]
+        if isinstance(self.skew, torch.Tensor) and tuple(self.skew.shape) != (d, d):
+            raise ValueError(f"LangevinSampler: skew must have shape ({d}, {d}) for latent dimension {d}, "
+                             f"got {tuple(self.skew.shape)}")
+        precision = self._warm_start_precision(model, x, z0) if self.skew == "optimal" else None
+        J = skew_matrix(self.skew, d, scale=self.skew_scale, precision=precision, generator=generator,
+                        dtype=z0.dtype, device=z0.device)
+        return J.to(dtype=z0.dtype, device=z0.device)
+
+    @staticmethod
+    def _warm_start_precision(model, x, z0) -> torch.Tensor:
+        """-(1/B) sum_b Hess_z log p(x_b, z0_b) (d, d), float64, SPD (eigenvalues floored at 1e-6 lambda_max)."""
+        z = z0.detach().clone().requires_grad_(True)
+        with torch.enable_grad():
+            (s,) = torch.autograd.grad(model.log_joint(x, z).sum(), z, create_graph=True)
+            rows = [torch.autograd.grad(s[:, i].sum(), z, retain_graph=True)[0].mean(0) for i in range(z.shape[1])]
+        P = -torch.stack(rows).detach().double()
+        lam, U = torch.linalg.eigh(0.5 * (P + P.T))
+        lam = lam.clamp_min(1e-6 * max(float(lam[-1]), 1e-12))
+        return (U * lam) @ U.T
+
     def _sample_ula(self, model, x, z0, record_every, generator, accumulate_grad, grad_scale, track_moments):
+        J = self.skew_for(model, x, z0, generator)
+        if J is not None or self.dynamics != "overdamped":
+            res = self._sample_ula_eager(model, x, z0, record_every, generator, accumulate_grad, grad_scale,
+                                         track_moments, J)
+            if self.fast is not None:
+                res.path = f"eager: {fast_unavailable_reason(self, record_every, z0.device)}"
+            return res
         if self.fast is not None:   # neuro_lpc.fast: fused preconditioner / CUDA graphs; None = not applicable here
             res = sample_fast(self, model, x, z0, record_every, generator, accumulate_grad, grad_scale, track_moments)
             if res is not None:
@@ -239,7 +332,8 @@ class LangevinSampler:
             res.path = f"eager: {fast_unavailable_reason(self, record_every, z0.device)}"
         return res
 
-    def _sample_ula_eager(self, model, x, z0, record_every, generator, accumulate_grad, grad_scale, track_moments):
+    def _sample_ula_eager(self, model, x, z0, record_every, generator, accumulate_grad, grad_scale, track_moments,
+                          J=None):
         T, gamma, beta = self.steps, float(self.step_size), self.precondition
         B = z0.shape[0]
         t_rec, z_tr, lj_tr, sn_tr = self._alloc_records(z0, record_every)
@@ -287,6 +381,8 @@ class LangevinSampler:
                 if t == freeze_at:
                     G_frozen, sd_frozen = gain, noise_var
                     gain = G_frozen
+            if J is not None:                               # "nonreversible": + gamma J s (rows: s J^T)
+                z.add_(s @ J.T, alpha=gamma)
             if track_moments:
                 z_sum.add_(z)
                 z_sq.addcmul_(z, z)
@@ -304,6 +400,86 @@ class LangevinSampler:
             self._scale_param_grads(params, stash, grad_scale if grad_scale is not None else -1.0 / (B * T))
         return SampleResult(z=z, steps=T, t=t_rec, z_trace=z_tr, log_joint_trace=lj_tr, score_norm_trace=sn_tr,
                             z_sum=z_sum, z_sqsum=z_sq, log_joint_sum=lj_total, gain=gain)
+
+    def _score_step(self, model, x, z, params, accumulate_grad):
+        """(log p(x, z) detached, s = grad_z log p(x, z)) with ONE backward; with ``accumulate_grad`` the same
+        backward adds grad_theta log p(x, z) to the parameters' ``.grad``."""
+        z = z.detach().requires_grad_(True)
+        with torch.enable_grad():
+            lj = model.log_joint(x, z)
+            if accumulate_grad:
+                torch.autograd.backward(lj.sum(), inputs=[z, *params])
+                s = z.grad
+            else:
+                (s,) = torch.autograd.grad(lj.sum(), z)
+        return lj.detach(), s
+
+    def _underdamped_constants(self, z0, generator, v0=None):
+        """(1/M, c = exp(-gamma_f h / M), sqrt(T (1 - c^2) M), v(0)) for BAOAB, each (d,) / (B, d); v(0) is a copy
+        of ``v0`` or drawn ~ N(0, T M)."""
+        h, temp = float(self.step_size), float(self.temperature)
+        M = mass_vector(self.mass, z0.shape[1], dtype=torch.float64, device=z0.device)
+        c = torch.exp(-float(self.friction) * h / M)
+        o_sd = (temp * (1 - c * c) * M).sqrt()
+        if v0 is not None:
+            v0 = v0.detach().to(dtype=z0.dtype, device=z0.device).clone()
+        else:
+            n = shard_randn(z0.shape, generator=generator, device=z0.device, dtype=z0.dtype)
+            v0 = n * (temp * M).sqrt().to(z0.dtype)
+        return (1 / M).to(z0.dtype), c.to(z0.dtype), o_sd.to(z0.dtype), v0
+
+    def _sample_underdamped(self, model, x, z0, record_every, generator, accumulate_grad, grad_scale, track_moments,
+                            v0=None):
+        """BAOAB (module docstring): step t evaluates s(z(t-1)) once (the closing half kick of step t-1 and the
+        opening half kick of step t), then A O A; s(z(T)) gives the last half kick."""
+        if isinstance(self.mass, torch.Tensor) and tuple(self.mass.shape) != (z0.shape[1],):
+            raise ValueError(f"LangevinSampler: mass must have shape ({z0.shape[1]},) for latent dimension "
+                             f"{z0.shape[1]}, got {tuple(self.mass.shape)}")
+        T, h = self.steps, float(self.step_size)
+        B = z0.shape[0]
+        t_rec, z_tr, lj_tr, sn_tr = self._alloc_records(z0, record_every)
+        inv_m, c, o_sd, v = self._underdamped_constants(z0, generator, v0)
+        params, stash = self._set_aside_param_grads(model, accumulate_grad)
+        z = z0.detach().clone()
+        z_sum = torch.zeros_like(z) if track_moments else None
+        z_sq = torch.zeros_like(z) if track_moments else None
+        watch = FiniteWatch(z, self.check_every)
+        lj_total = torch.zeros((), device=z.device, dtype=z.dtype) if accumulate_grad else None
+        half_m = 0.5 * h * inv_m
+        for t in range(1, T + 1):
+            lj, s = self._score_step(model, x, z, params, accumulate_grad)
+            if accumulate_grad:
+                lj_total += lj.sum()
+            if record_every is not None and (t - 1) % record_every == 0 and t > 1:
+                k = (t - 1) // record_every - 1
+                lj_tr[k], sn_tr[k] = lj, s.norm(dim=1)
+            v.add_(s, alpha=h if t > 1 else 0.5 * h)              # B (closing of step t-1) + B (opening of t)
+            z.addcmul_(half_m, v)                                   # A
+            xi = shard_randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
+            v.mul_(c).addcmul_(o_sd, xi)                            # O: exact OU step
+            z.addcmul_(half_m, v)                                   # A
+            if track_moments:
+                z_sum.add_(z)
+                z_sq.addcmul_(z, z)
+            if record_every is not None and t % record_every == 0:
+                z_tr[t // record_every - 1] = z
+            watch.note(z, t, lj)
+            if t % self.check_every == 0 or t == T:
+                found = watch.first_bad_chain(t)
+                if found is not None:
+                    self._restore_param_grads(params, stash)
+                    raise_divergence(z, found[0], chain=found[1], model=model, x=x)
+        lj_end, s_end = model.log_joint_and_score(x, z)
+        v.add_(s_end, alpha=0.5 * h)                                # the last B
+        if record_every is not None and T % record_every == 0:
+            lj_tr[-1], sn_tr[-1] = lj_end.detach(), s_end.norm(dim=1)
+        if accumulate_grad:
+            self._scale_param_grads(params, stash, grad_scale if grad_scale is not None else -1.0 / (B * T))
+        res = SampleResult(z=z, steps=T, t=t_rec, z_trace=z_tr, log_joint_trace=lj_tr, score_norm_trace=sn_tr,
+                           z_sum=z_sum, z_sqsum=z_sq, log_joint_sum=lj_total, v=v)
+        if self.fast is not None:
+            res.path = f"eager: {fast_unavailable_reason(self, record_every, z0.device)}"
+        return res
 
     def _sample_mala(self, model, x, z0, record_every, generator):
         T, gamma = self.steps, float(self.step_size)

@@ -10,6 +10,13 @@ x | z ~ N(W z + b, sigma_x^2 I), W of shape (n, d).
   affine linear SDE dX = (A X + c) dt + B dW and of its Euler-Maruyama chain.
 * :func:`euler_stable_dt` - the largest stable Euler(-Maruyama) step for a drift's eigenvalues.
 
+* :func:`dynamics_sde`, :func:`dynamics_stationary`, :func:`dynamics_decay_rate` - the three sampler families
+  of issue 16 (overdamped, non-reversible, underdamped; neuro_lpc.dynamics) on a Gaussian posterior as linear
+  SDEs: drift, stationary covariance (continuous Lyapunov) and slowest-mode decay rate.
+* :func:`dynamics_recursion`, :func:`dynamics_discrete_stationary` - the same families' discrete chains
+  (Euler for overdamped / non-reversible, BAOAB for underdamped) as the linear recursion x' = F x + Q^(1/2) n,
+  and its exact stationary covariance (discrete Lyapunov).
+
 The LPC *circuit* written as such an SDE lives one layer up, in :mod:`circuits.theory`; the public
 facade of both is ``circuits.analysis``.
 """
@@ -26,6 +33,8 @@ from .validation import check_positive
 __all__ = [
     "gaussian_posterior", "ula_stationary", "ula_stationary_eigen",
     "linear_sde_stationary", "euler_maruyama_stationary", "euler_stable_dt",
+    "dynamics_sde", "dynamics_stationary", "dynamics_decay_rate", "dynamics_recursion",
+    "dynamics_discrete_stationary",
 ]
 
 
@@ -241,3 +250,101 @@ def euler_maruyama_stationary(A, B, dt: float, c=None):
     dt = check_positive("dt", dt)
     cov = _discrete_stationary_cov(A, dt * B @ B.T, dt, "dt")
     return _affine_mean(A, c), cov
+
+
+# ======================================================= sampler families (issue 16) ====
+
+_FAMILIES = ("overdamped", "nonreversible", "underdamped")
+
+
+def _family_inputs(family, P, G, J, friction, mass, temperature):
+    """Checked (P (d, d), g (d,), J (d, d), gamma_f, m (d,), T) for the family functions (one-line errors)."""
+    if family not in _FAMILIES:
+        raise ValueError(f"family must be one of {_FAMILIES}, got {family!r}")
+    P = _square("P", P)
+    d = P.shape[0]
+    g = _preconditioner(G, d)
+    Jm = np.zeros((d, d)) if J is None else _square("J", J)
+    if Jm.shape != (d, d) or np.abs(Jm + Jm.T).max(initial=0.0) > 1e-9 * max(1.0, np.abs(Jm).max(initial=0.0)):
+        raise ValueError(f"J must be an antisymmetric ({d}, {d}) matrix, got shape {Jm.shape}")
+    if J is not None and family != "nonreversible":
+        raise ValueError(f"J applies only to family='nonreversible', got {family!r}")
+    if family == "underdamped" and G is not None:
+        raise ValueError("G (a preconditioner) is not supported with family='underdamped'")
+    m = np.broadcast_to(_array("mass", mass, (0, 1)), (d,)).astype(np.float64)
+    if np.any(m <= 0) or not np.all(np.isfinite(m)):
+        raise ValueError("mass must be positive and finite")
+    temp = check_positive("temperature", temperature, allow_zero=True)
+    return P, g, Jm, check_positive("friction", friction), m, temp
+
+
+def dynamics_sde(family: str, P, *, G=None, J=None, friction: float = 1.0, mass=1.0, temperature: float = 1.0):
+    """(A, D) of the family's SDE dX = A X dt + D^(1/2) dW on the centred Gaussian posterior N(0, P^-1).
+
+    overdamped / nonreversible, X = z:  A = -(G + J) P,  D = 2 T G          (J = 0 for overdamped)
+    underdamped, X = (z, v):            A = [[0, M^-1], [-P, -gamma_f M^-1]],  D = [[0, 0], [0, 2 gamma_f T I]]
+    G diagonal (None = I, a (d,) vector), J antisymmetric, M = diag(mass).  numpy float64.
+    """
+    P, g, Jm, fr, m, temp = _family_inputs(family, P, G, J, friction, mass, temperature)
+    d = P.shape[0]
+    if family != "underdamped":
+        return -(np.diag(g) + Jm) @ P, 2 * temp * np.diag(g)
+    A = np.block([[np.zeros((d, d)), np.diag(1 / m)], [-P, -fr * np.diag(1 / m)]])
+    D = np.zeros((2 * d, 2 * d))
+    D[d:, d:] = 2 * fr * temp * np.eye(d)
+    return A, D
+
+
+def dynamics_stationary(family: str, P, **kw) -> np.ndarray:
+    """Stationary covariance of the family's SDE (:func:`dynamics_sde`): A C + C A^T + D = 0
+    (scipy.linalg.solve_continuous_lyapunov).  Equals T P^-1 for every family (and blockdiag(T P^-1, T M) for
+    underdamped) whatever G, J, gamma_f, M: the families share their stationary law."""
+    A, D = dynamics_sde(family, P, **kw)
+    _check_continuous_stable(A)
+    return _symmetric(scipy.linalg.solve_continuous_lyapunov(A, -D))
+
+
+def dynamics_decay_rate(family: str, P, **kw) -> float:
+    """Slowest-mode decay rate min over eigenvalues mu of A of -Re(mu) (:func:`dynamics_sde`):
+    overdamped lambda_min(G P); nonreversible min Re eig((G + J) P) (= tr(P)/d for LNP 2013's optimal J and
+    G = I); underdamped min -Re eig([[0, M^-1], [-P, -gamma_f M^-1]]) (per mode lambda with M = m I:
+    (gamma_f - sqrt(gamma_f^2 - 4 lambda m)) / (2 m), largest at critical damping gamma_f = 2 sqrt(lambda m))."""
+    A, _ = dynamics_sde(family, P, **kw)
+    return float(np.min(-np.linalg.eigvals(A).real))
+
+
+def dynamics_recursion(family: str, P, step_size: float, *, G=None, J=None, friction: float = 1.0, mass=1.0,
+                       temperature: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """(F, Q) of the family's discrete chain on N(0, P^-1) as x' = F x + Q^(1/2) n (neuro_lpc.langevin).
+
+    overdamped / nonreversible (Euler, step h):  F = I - h (G + J) P,  Q = 2 h T G.
+    underdamped (BAOAB, Leimkuhler & Matthews 2013), X = (z, v), c = exp(-gamma_f h / M):
+        F = K_B K_A K_O K_A K_B,  K_B = [[I, 0], [-h/2 P, I]],  K_A = [[I, h/2 M^-1], [0, I]],  K_O = diag(I, c),
+        Q = (K_B K_A) diag(0, T (1 - c^2) M) (K_B K_A)^T   (the O step's noise, carried through A and B).
+    """
+    P, g, Jm, fr, m, temp = _family_inputs(family, P, G, J, friction, mass, temperature)
+    h = check_positive("step_size", step_size)
+    d = P.shape[0]
+    if family != "underdamped":
+        return np.eye(d) - h * (np.diag(g) + Jm) @ P, 2 * h * temp * np.diag(g)
+    I, Z = np.eye(d), np.zeros((d, d))
+    c = np.exp(-fr * h / m)
+    KB = np.block([[I, Z], [-0.5 * h * P, I]])
+    KA = np.block([[I, 0.5 * h * np.diag(1 / m)], [Z, I]])
+    KO = np.block([[I, Z], [Z, np.diag(c)]])
+    BA = KB @ KA
+    noise = np.zeros((2 * d, 2 * d))
+    noise[d:, d:] = np.diag(temp * (1 - c * c) * m)
+    return BA @ KO @ KA @ KB, _symmetric(BA @ noise @ BA.T)
+
+
+def dynamics_discrete_stationary(family: str, P, step_size: float, **kw) -> np.ndarray:
+    """Exact stationary covariance of the family's discrete chain (:func:`dynamics_recursion`): C = F C F^T + Q
+    (scipy.linalg.solve_discrete_lyapunov); (d, d), or (2d, 2d) over (z, v) for underdamped.  A ValueError when
+    the spectral radius of F is >= 1 (unstable step).  -> :func:`dynamics_stationary` as step_size -> 0."""
+    F, Q = dynamics_recursion(family, P, step_size, **kw)
+    rho = float(np.max(np.abs(np.linalg.eigvals(F))))
+    if rho >= 1:
+        raise ValueError(f"step_size={step_size:g} is unstable for family={family!r}: spectral radius of F is "
+                         f"{rho:.4g} >= 1")
+    return _symmetric(scipy.linalg.solve_discrete_lyapunov(F, Q))

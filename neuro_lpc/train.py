@@ -472,7 +472,8 @@ class LPCTrainer(Trainer):
         self.sampler = sampler or LangevinSampler(
             step_size=config.step_size, steps=config.langevin_steps, precondition=config.precondition,
             delta=config.precondition_delta, noise=config.noise_form, temperature=config.temperature,
-            fast=getattr(config, "fast", None))
+            fast=getattr(config, "fast", None), dynamics=config.dynamics, skew=config.skew,
+            skew_scale=config.skew_scale, friction=config.friction, mass=config.mass)
         self.encoder_params = list(self.encoder.parameters())
 
     def initial_state(self, x, mean, var) -> torch.Tensor:

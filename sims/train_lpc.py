@@ -2,6 +2,8 @@
 """Full-dataset training with discrete Langevin predictive coding (Algorithm 1) or the VAE baseline.
 
     python sims/train_lpc.py --method lpc|vae --dataset NAME --epochs N --out DIR [--resume] [--config FILE]
+        [--dynamics overdamped|nonreversible|underdamped] [--skew random|optimal] [--skew-scale S]
+        [--friction F] [--mass M]        (the sampler family: docs/dynamics.md)
 """
 import sys
 from pathlib import Path

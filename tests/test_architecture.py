@@ -22,7 +22,7 @@ LAYERS = {
     "neuro_lpc": [
         ["errors"],
         ["validation", "likelihoods", "checkpoint"],
-        ["distributed", "record", "data", "theory", "gain"],
+        ["distributed", "record", "data", "theory", "gain", "dynamics"],
         ["networks", "model", "models", "objectives"],
         ["chain"],
         ["fast"],
