@@ -37,6 +37,8 @@ class Records:
             self.extras[name] = torch.empty((size, *v.shape), device=dev, dtype=v.dtype)
         if record_eps:
             self.extras["eps"] = torch.empty((size, *run.eps.shape), device=dev, dtype=dt)
+        if getattr(run, "v", None) is not None:   # underdamped: the momentum units
+            self.extras["v"] = torch.empty((size, B, d), device=dev, dtype=dt)
         self.steps = [0] * size  # the step of each record (host ints: no sync)
 
     def put(self, i: int, run) -> None:
@@ -56,6 +58,8 @@ class Records:
             self.extras["error_norm"][i].copy_(en)
         if run.m is not None:
             self.extras["gain"][i].copy_(run.gain())
+        if "v" in self.extras:
+            self.extras["v"][i].copy_(run.v)
         for name, v in run.noise_records().items():
             self.extras[name][i].copy_(v)
         if self.record_eps and not (run.defer_records and run.c.adiabatic):
@@ -132,4 +136,5 @@ class DivergenceGuard:
 
 def final_state(run, steps: int, dt: float) -> dict:
     """The state a run ends in (``Circuit.state``)."""
-    return {"z": run.z, "eps": run.error_units(), "m": run.m, "t": steps * dt, "steps": steps, "kernel": run.kernel}
+    return {"z": run.z, "eps": run.error_units(), "m": run.m, "v": getattr(run, "v", None), "t": steps * dt,
+            "steps": steps, "kernel": run.kernel}

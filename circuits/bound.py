@@ -88,7 +88,44 @@ class BoundCircuit:
         self.hooks = {name: [getattr(b, name) for b in self.sources if getattr(b, name) is not None]
                       for name in HOOK_NAMES}
         self.frozen = self._frozen_draws()
+        self.dynamics = config.dynamics
+        self.skew, self.mass = self._resolve_dynamics()
         self.state: dict[str, Any] | None = None
+
+    def _resolve_dynamics(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(J (d, d) or None, M's diagonal (d,) or None) of the value units' family (``neuro_lpc.dynamics``).
+
+        "optimal" (Lelievre, Nier & Pavliotis 2013) needs the posterior precision P: for an ``nn.Linear`` decoder
+        with a Gaussian likelihood the exact P = W^T W / sigma_x^2 + I / s_p^2 (the same for every x); for any other
+        decoder with a Gaussian likelihood the Gauss-Newton precision linearised at the prior mean z = 0,
+        P = J_g(0)^T J_g(0) / sigma_x^2 + I / s_p^2 (one J for all x; docs/circuits_dynamics.md)."""
+        cfg, d = self.config, self.model.latent_dim
+        from neuro_lpc.dynamics import mass_vector, skew_matrix
+        mass = mass_vector(cfg.mass, d, dtype=self.dtype, device=self.device) if cfg.dynamics == "underdamped" else None
+        if cfg.dynamics != "nonreversible" or cfg.skew is None:
+            return None, mass
+        where = f"CircuitConfig: skew for latent dimension {d}"
+        if isinstance(cfg.skew, torch.Tensor) and tuple(cfg.skew.shape) != (d, d):
+            raise ValueError(f"{where} must have shape ({d}, {d}), got {tuple(cfg.skew.shape)}")
+        precision = self._linearised_precision() if (isinstance(cfg.skew, str) and cfg.skew == "optimal") else None
+        gen = torch.Generator().manual_seed(derive_seed(cfg.seed, 16))
+        J = skew_matrix(cfg.skew if not isinstance(cfg.skew, torch.Tensor) else cfg.skew.detach(), d,
+                        scale=float(cfg.skew_scale), precision=precision, generator=gen, dtype=torch.float64)
+        return J.to(self.device, self.dtype), mass
+
+    def _linearised_precision(self) -> torch.Tensor:
+        """P = J_g(0)^T J_g(0) / sigma_x^2 + I / s_p^2 (float64, CPU); exact for an nn.Linear decoder."""
+        if not self.gaussian:
+            raise ValueError("CircuitConfig: skew='optimal' needs a GaussianLikelihood (its precision is the "
+                             f"Gauss-Newton one), got {type(self.model.likelihood).__name__}; use skew='random'")
+        d, var_x = self.model.latent_dim, float(self.model.likelihood.sigma.detach()) ** 2
+        if self.linear_decoder:
+            Jg = self.model.decoder.weight.detach().double().cpu()
+        else:
+            z0 = torch.zeros(1, d, device=self.device, dtype=self.dtype)
+            Jg = torch.autograd.functional.jacobian(lambda z: self.model.decoder(z).reshape(-1), z0)
+            Jg = Jg.reshape(-1, d).detach().double().cpu()
+        return Jg.T @ Jg / var_x + torch.eye(d, dtype=torch.float64) / self.prior_std**2
 
     @staticmethod
     def _resolve_device(model, config) -> tuple[torch.device, torch.dtype]:

@@ -37,12 +37,22 @@ _CIRCUIT_FLAGS = {
     "tau_theta": (float, "weight time constant of the online rule in seconds (>> tau_z; inf = no online movement)"),
     "check_every": (int, "steps between NaN/inf checks of the circuit"),
     "learning": (str, "how the decoder's weights live on the analog array: deploy | hardware-aware (default) | "
-                      "in-memory (circuits.modes; matters with weight-device noise sources)"),
+                      "in-memory | in-memory-local (circuits.modes; matters with weight-device noise sources)"),
     "deploy_time": (float, "seconds since programming (in-memory: since the last write) at which the trained "
                            "weights are scored on the array (default: the drift source's t_start)"),
     "seconds_per_batch": (float, "in-memory learning: device-clock seconds per batch (default: the presentation's "
                                  "duration)"),
 }
+# the value units' family (issue 16; docs/circuits_dynamics.md), unless the discrete CLI already shares the flag
+_DYNAMICS_FLAGS = {
+    "dynamics": (str, "value-unit dynamics: overdamped (default) | nonreversible | underdamped"),
+    "skew": (str, "nonreversible: the antisymmetric lateral connections J: none | random | optimal"),
+    "skew_scale": (float, "nonreversible: scale of the named skew (random: spectral norm; optimal: 1 = the optimum)"),
+    "friction": (float, "underdamped: friction gamma_f of the momentum units (default 1)"),
+    "mass": (float, "underdamped: mass M of the momentum units (default 1)"),
+    "integrator": (str, "underdamped: euler (Euler-Maruyama, default) | baoab (Leimkuhler & Matthews 2013 splitting)"),
+}
+_CIRCUIT_FLAGS.update({k: v for k, v in _DYNAMICS_FLAGS.items() if k not in _SHARED})
 
 
 def _precondition(text: str):
@@ -106,6 +116,8 @@ def config_from_args(args) -> CircuitTrainConfig:
         v = getattr(args, name)
         if v is not None:
             cfg[name] = v
+    if isinstance(cfg.get("skew"), str) and cfg["skew"].strip().lower() == "none":
+        cfg["skew"] = None
     if hasattr(args, "precondition"):
         cfg["precondition"] = args.precondition
     if args.online is not None:

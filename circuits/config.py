@@ -22,6 +22,7 @@ __all__ = ["CircuitConfig", "ERROR_FORMS", "LEARNING_RULES", "PRECONDITION", "PR
 ERROR_FORMS = ("error", "bogacz")
 LEARNING_RULES = ("hebbian", "exact")
 PRECONDITION = (None, False, True, "rms")
+INTEGRATORS = ("euler", "baoab")        # how an underdamped circuit steps (docs/circuits_dynamics.md)
 PRECONDITIONERS = ("adam", "frozen")   # as neuro_lpc.langevin: gain units adapt throughout, or hold after a warm-up
 DEFAULT_WARMUP_STEPS = 100             # the default warm-up of "frozen": 100 dt (LangevinSampler: min(100, steps // 2))
 DEFAULT_MAX_GAIN = 1e4                 # the cap on G, as LangevinSampler's max_gain (neuro_lpc/langevin.py: why)
@@ -66,6 +67,14 @@ class CircuitConfig:
     draw. check_every: steps between host checks for NaN/inf. record_path: stream records to this
     HDF5 file (memory flat in duration); record_buffer: records per device block written at once.
     device: where to run (None: the model's device; the model must already be there).
+    dynamics: the value units' family (``neuro_lpc.dynamics.DYNAMICS``; docs/circuits_dynamics.md): "overdamped"
+    (default, the LPC circuit), "nonreversible" (tau_z dz = (G + J) s dt + ..., J antisymmetric lateral connections)
+    or "underdamped" (a momentum unit v per value unit: tau_z dz = M^-1 v dt, tau_z dv = (s - gamma_f M^-1 v) dt +
+    sqrt(2 gamma_f T tau_z) dW). skew: J for "nonreversible": None (no skew), "random", "optimal" or a (d, d)
+    antisymmetric tensor; skew_scale scales the named ones. friction gamma_f, mass M (a number or per unit):
+    "underdamped" only. The stationary law of z is the same for every family. integrator: how "underdamped" steps,
+    "euler" (Euler-Maruyama, default) or "baoab" (Leimkuhler & Matthews 2013's splitting, one force per step; the
+    momentum units then hold v - (h/2) s, h = dt / tau_z; exact z-marginal on a Gaussian posterior).
     """
 
     dt: float = 1e-4
@@ -87,6 +96,12 @@ class CircuitConfig:
     record_path: str | None = None
     record_buffer: int = 256
     device: str | None = None
+    dynamics: str = "overdamped"
+    skew: Any = None
+    skew_scale: float = 1.0
+    friction: float = 1.0
+    mass: Any = 1.0
+    integrator: str = "euler"
 
     def validate(self) -> "CircuitConfig":
         """Raise a clear ValueError on any bad field; returns self."""
@@ -130,7 +145,25 @@ class CircuitConfig:
                 raise ValueError(f"CircuitConfig: bad device {self.device!r}: {err}") from None
         check_noise_amplitudes(self.noise_model())
         self.timescale_model()
+        self._check_dynamics()
         return self
+
+    def _check_dynamics(self) -> None:
+        """The dynamics fields (``neuro_lpc.dynamics.check_dynamics``) and what the circuit cannot compose with them."""
+        from neuro_lpc.dynamics import check_dynamics
+        if isinstance(self.skew, (list, tuple)):
+            self.skew = torch.tensor(self.skew, dtype=torch.float64)   # from a config.json
+        if isinstance(self.mass, (list, tuple)):
+            self.mass = torch.tensor(self.mass, dtype=torch.float64)
+        check_dynamics(self.dynamics, self.skew, self.skew_scale, self.friction, self.mass, where="CircuitConfig")
+        if self.integrator not in INTEGRATORS:
+            raise ValueError(f"CircuitConfig: integrator must be one of {INTEGRATORS}, got {self.integrator!r}")
+        if self.integrator != "euler" and self.dynamics != "underdamped":
+            raise ValueError(f"CircuitConfig: integrator={self.integrator!r} splits the momentum units: it needs "
+                             f"dynamics='underdamped', got {self.dynamics!r}")
+        if self.dynamics == "underdamped" and self.preconditioned:
+            raise ValueError("CircuitConfig: dynamics='underdamped' does not compose with gain units (precondition): "
+                             "use precondition=None (or dynamics='overdamped' / 'nonreversible')")
 
     @property
     def preconditioned(self) -> bool:
@@ -178,6 +211,8 @@ class CircuitConfig:
                 v = v.to_dict()
             elif isinstance(v, (os.PathLike, torch.device)):
                 v = str(v)
+            elif isinstance(v, torch.Tensor):   # a user-given skew J or per-unit mass: a JSON list
+                v = v.detach().cpu().tolist()
             out[f.name] = v
         return out
 
@@ -203,10 +238,14 @@ def check_dt_static(config: CircuitConfig, prior_std: float = 1.0) -> None:
     """
     dt = float(config.dt)
     bounds = [(2 * float(config.tau_z) * float(prior_std) ** 2, f"the value units (tau_z = {config.tau_z:g} s)")]
+    if config.dynamics != "overdamped":   # their bound depends on J / M, gamma_f: the circuit's check (stability)
+        bounds = []
     if config.tau_e and config.error_form == "error":
         bounds.append((2 * float(config.tau_e), f"the error units (tau_e = {config.tau_e:g} s)"))
     if config.preconditioned:
         bounds.append((config.gain_tau(), f"the gain units (tau_m = {config.gain_tau():g} s; m must stay >= 0)"))
+    if not bounds:
+        return
     bound, what = min(bounds, key=lambda b: b[0])
     if not dt < bound:
         raise ValueError(f"dt={dt:g} s is unstable for Euler-Maruyama: {what} needs dt < {bound:.4g} s "

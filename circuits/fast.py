@@ -37,7 +37,7 @@ from .run import CircuitRun
 
 __all__ = ["simulate_graphed", "graph_unsupported_reason"]
 
-_SWAPS = (("z", "zn"), ("_eps", "en"))
+_SWAPS = (("z", "zn"), ("_eps", "en"), ("v", "vn"))   # v: the momentum units of an underdamped circuit
 
 
 def graph_unsupported_reason(circuit: BoundCircuit, accumulate_grad: bool = False) -> str | None:
@@ -85,7 +85,8 @@ class _BlockGraph:
     def _restore_buffers(self, start: dict, copy: bool = False) -> None:
         run = self.run
         for a, b in _SWAPS:
-            if a not in start or getattr(run, a) is start[a]:
+            # a pair without its scratch buffer (adiabatic eps: settled afresh every step, en None) is not swapped
+            if a not in start or b not in start or getattr(run, a) is start[a]:
                 continue
             if copy:
                 start[a].copy_(getattr(run, a))

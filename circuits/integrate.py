@@ -203,12 +203,16 @@ def run_ode(circuit: BoundCircuit, x, z0=None, t_end: float = 0.1, n_points: int
         # initial score (the bias-corrected m_hat of the first step), as the continuous form does
         s0 = circuit.model.score(x, z0)
         run.m = (s0 * s0).detach()
-    y0 = (z0,) + ((run.eps,) if has_eps else ()) + ((run.m,) if has_m else ())
+    has_v = run.underdamped   # momentum units (no gain units with them: CircuitConfig refuses the pair)
+    y0 = (z0,) + ((run.eps,) if has_eps else ()) + ((run.m,) if has_m else ()) + ((run.v,) if has_v else ())
 
     def f(_t, y):
         z = y[0]
         eps = y[1] if has_eps else None
         m = y[-1] if has_m else None
+        if has_v:
+            dz, deps, _, dv = run.drift(z, eps, None, y[-1])
+            return (dz,) + ((deps,) if has_eps else ()) + (dv,)
         dz, deps, dm = run.drift(z, eps, m)
         return (dz,) + ((deps,) if has_eps else ()) + ((dm,) if has_m else ())
 
@@ -229,6 +233,7 @@ def run_ode(circuit: BoundCircuit, x, z0=None, t_end: float = 0.1, n_points: int
     attrs = circuit.attrs(method=method, rtol=rtol, atol=atol, solver="torchdiffeq.odeint")
     run.z = zs[-1]
     state = {"z": zs[-1], "eps": sol[1][-1] if has_eps else None, "m": sol[-1][-1] if has_m else None,
+             "v": sol[-1][-1] if has_v else None,
              "t": float(t[-1]), "kernel": "ode"}
     return Trajectory(t, zs, lj, extras, attrs), state
 

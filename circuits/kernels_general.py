@@ -30,7 +30,7 @@ class GeneralKernel:
     """The general step (module docstring); subclasses supply :meth:`forward` and :meth:`feedback`."""
 
     name = "general"
-    state_names = ("z", "_eps", "m")
+    state_names = ("z", "_eps", "m", "v")
 
     def __init__(self, run):
         self.r = run
@@ -39,6 +39,7 @@ class GeneralKernel:
         arr = c.array
         self.read_hooks = arr.read_hooks(c.model.decoder, run.gen) if arr is not None else None
         self.read_sigma = arr.read_sigmas().get("weight", 0.0) if arr is not None else 0.0
+        self.read_sigma_b = arr.read_sigmas("backward").get("weight", 0.0) if arr is not None else 0.0  # J^T eps read
         h = c.hooks
         self.value_tr, self.pred_tr, self.err_tr = h["value_transform"], h["prediction_transform"], h["error_transform"]
         self.pre_steps, self.val_inc, self.err_inc = h["pre_step"], h["value_increment"], h["error_increment"]
@@ -109,9 +110,12 @@ class GeneralKernel:
     def _advance_value(self, z, zn, s):
         """Value units: zn = z + a_z G s + c_z sqrt(G) n + (value-unit noise) (``units.value_rate``,
         ``units.value_noise_scale``); G = 1 without gain units, else the gain of the *updated* gain units.
-        Value-unit noise sources add into zn (ref: old z)."""
+        Value-unit noise sources add into zn (ref: old z).  "nonreversible": plus dt K s (``units.skew_force``);
+        "underdamped": :meth:`_advance_momentum` instead."""
         r = self.r
-        if r.m is not None:
+        if r.underdamped:
+            self._advance_momentum(z, zn, s)
+        elif r.m is not None:
             G = self._advance_gain(s)
             if self.val_inc:  # unit noise follows the gain like the intrinsic noise (tau / G: T_eff = T + sigma^2)
                 r.c.context.gain = G.clone()
@@ -128,8 +132,38 @@ class GeneralKernel:
             units.euler_step_into(zn, z, s, r.az)
             if r.noisy:
                 units.add_scaled_(zn, r.n, r.cz)
+        if r.Kdt is not None:   # the skew lateral connections, from the same s (old state)
+            zn.add_(units.skew_force(s, r.Kdt))
         for inc in self.val_inc:
             inc(z, zn, r.gen)
+
+    def _advance_momentum(self, z, zn, s):
+        """Underdamped value units and their momentum units (``circuits.units``), both from the old state:
+        zn = z + a_z M^-1 v,  vn = v + a_z (s - gamma_f M^-1 v) + c_v n."""
+        r = self.r
+        v, vn = r.v, r.vn
+        if r.baoab:
+            self._baoab(z, zn, s)
+            return
+        units.euler_step_into(zn, z, units.momentum_velocity(v, r.inv_mass), r.az)
+        units.euler_step_into(vn, v, units.momentum_force(s, v, r.inv_mass, r.friction), r.az)
+        if r.noisy:
+            units.add_scaled_(vn, r.n, r.cv)
+        r.v, r.vn = vn, v
+
+    def _baoab(self, z, zn, s):
+        """BAOAB (Leimkuhler & Matthews 2013) with one force per step: the momentum units hold u = v - (h/2) s(z), so
+        the closing half kick of a step and the opening one of the next (both at s(z_k)) are one full kick:
+        u + h s (B B), z + (h/2) M^-1 u (A), u <- c u + sigma n (O, ``units.momentum_ou_step``), z + (h/2) M^-1 u (A)."""
+        r = self.r
+        v, vn = r.v, r.vn
+        units.euler_step_into(vn, v, s, r.az)                                        # B B
+        units.euler_step_into(zn, z, units.momentum_velocity(vn, r.inv_mass), r.half_az)   # A
+        vn.mul_(r.ou_c)                                                              # O
+        if r.noisy:
+            vn.addcmul_(r.n, r.ou_sigma)
+        zn.add_(units.momentum_velocity(vn, r.inv_mass) * r.half_az)                 # A
+        r.v, r.vn = vn, v
 
     def _advance_gain(self, s) -> torch.Tensor:
         """Gain units: m' = beta m + (1 - beta) s^2 (``units.gain_update_``), then G of m' (``CircuitRun.gain_at``);
@@ -187,7 +221,7 @@ class LinearKernel(GeneralKernel):
         return linear_forward(self.r.c.model.decoder, self.weights.fwd, z_in, self.read_sigma, self.r.gen)
 
     def feedback(self, eps_fb):
-        return linear_feedback(self.r.c.model.decoder, self.weights.fb, eps_fb)
+        return linear_feedback(self.r.c.model.decoder, self.weights.fb, eps_fb, self.read_sigma_b, self.r.gen)
 
 
 class AutogradKernel(GeneralKernel):
@@ -206,6 +240,14 @@ class AutogradKernel(GeneralKernel):
     def release_graph(self) -> None:
         self._mu_graph = None
 
+    def _decode_fb(self, zleaf):
+        """The separate feedback forward (feedback mismatch); its backward is the transposed read (read noise there
+        when the array's ``reads`` include "backward": ``ReadNoiseHooks.transposed``)."""
+        if self.read_hooks is None:
+            return self.r.decode(self.weights.fb, zleaf)
+        with self.read_hooks.transposed():
+            return self.r.decode(self.weights.fb, zleaf)
+
     def forward(self, z_in):
         self._zleaf = z_in.detach().requires_grad_(True)
         with torch.enable_grad():
@@ -221,7 +263,7 @@ class AutogradKernel(GeneralKernel):
         separate_fb = self.weights.fb is not self.weights.fwd
         if not self.r.learning:
             with torch.enable_grad():
-                out = self.r.decode(self.weights.fb, zleaf) if separate_fb else mu_g
+                out = self._decode_fb(zleaf) if separate_fb else mu_g
                 (v,) = torch.autograd.grad(out, zleaf, grad_outputs=eps_fb)
             self._mu_graph = None
             return v.clone() if v.data_ptr() == eps_fb.data_ptr() else v
@@ -254,7 +296,7 @@ class AutogradKernel(GeneralKernel):
                 grads = torch.autograd.grad(outputs, [zleaf, *wrt], cots, allow_unused=True)
                 v, pgrads = grads[0], grads[1:]
             else:
-                fb_out = r.decode(self.weights.fb, zleaf) if separate_fb else mu_g
+                fb_out = self._decode_fb(zleaf) if separate_fb else mu_g
                 (v,) = torch.autograd.grad(fb_out, zleaf, grad_outputs=eps_fb, retain_graph=True)
                 pgrads = torch.autograd.grad(outputs, wrt, cots, allow_unused=True)
         r.pgrads = (*pgrads, *tail)

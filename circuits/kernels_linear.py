@@ -40,6 +40,8 @@ def plain_unsupported(circuit, learning: bool) -> str | None:
         return "gain units (preconditioning)"
     if learning:
         return "learning"
+    if circuit.dynamics != "overdamped":
+        return f"dynamics={circuit.dynamics!r} (the folded recursions are the overdamped circuit's)"
     return None
 
 
@@ -196,7 +198,12 @@ def linear_forward(decoder, weights, z_in: torch.Tensor, read_sigma: float, gen)
     return mu
 
 
-def linear_feedback(decoder, weights, eps_fb: torch.Tensor) -> torch.Tensor:
-    """J_g^T eps = eps W with this step's feedback weights (None: the decoder's own)."""
+def linear_feedback(decoder, weights, eps_fb: torch.Tensor, read_sigma: float = 0.0, gen=None) -> torch.Tensor:
+    """J_g^T eps = eps W with this step's feedback weights (None: the decoder's own), plus the transposed read's noise
+    of an analog array (``reads`` "backward" / "both"), fresh per product: sigma_r ||eps|| xi per input and chain."""
     W = decoder.weight.detach() if weights is None else weights["weight"]
-    return eps_fb @ W
+    v = eps_fb @ W
+    if read_sigma:
+        xi = shard_randn(v.shape, generator=gen, device=v.device, dtype=v.dtype)  # torch.randn off DDP
+        v.addcmul_(xi, torch.linalg.vector_norm(eps_fb, dim=1, keepdim=True), value=read_sigma)
+    return v

@@ -49,6 +49,7 @@ measures time since each device's last write. Its state is part of the checkpoin
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -70,7 +71,9 @@ from neuro_lpc.validation import LIMITS, check_int, check_number
 
 from .circuit import ERROR_FORMS, LEARNING_RULES, Circuit, CircuitConfig
 from .config import check_dt_static
-from .modes import LEARNING_MODES, check_learning_mode, deployed_model, program_array, split_weight_sources
+from .local_update import EdgeRecorder, PulseUpdateConfig, Transfer, check_mapped, local_update
+from .modes import (LEARNING_MODES, ON_DEVICE_MODES, check_learning_mode, deployed_model, program_array,
+                    split_weight_sources)
 from .noise import NoiseModel
 from .noise.arrays import AnalogArray
 from .timescales import derive_seed
@@ -105,13 +108,22 @@ class CircuitTrainConfig(TrainConfig):
         on the decoder/likelihood in the online variant.
     check_every: steps between the circuit's NaN/inf checks.
     learning: how the decoder's weights live on the analog array (``circuits.modes``): "deploy",
-        "hardware-aware" (default) or "in-memory"; matters only with weight-device noise sources
+        "hardware-aware" (default), "in-memory" or "in-memory-local" (the local pulsed rule); matters only with
+        weight-device noise sources
         (weight_programming, drift, weight_read, pulsed) -- "in-memory" adds a default ``pulsed`` device
         when the noise model has none.
     deploy_time: seconds since programming (since the last write for "in-memory") at which the trained
         weights are scored on the array (None: the drift source's ``t_start``, else 0).
     seconds_per_batch: device-clock seconds per batch in "in-memory" learning (None: the presentation's
         simulated duration, presentation_steps x dt).
+    pulse_update: "in-memory-local" only: the pulse-train statistics of the local update, a dict of
+        ``circuits.local_update.PulseUpdateConfig`` fields (desired_bl, bl_management, update_management, expected,
+        trains; None: aihwkit's defaults, drawn pulse trains).
+    dynamics, skew, skew_scale, friction, mass: the value units' family (``CircuitConfig``; docs/circuits_dynamics.md):
+        "overdamped" (default), "nonreversible" or "underdamped"; integrator: "euler" or "baoab" (underdamped).
+        theta-gradients are accumulated along the chain
+        as for the overdamped circuit (one backward per step at z(t)); z(0) from the encoder's warm start, the
+        momentum units from N(0, T M).
     """
 
     method: str = "circuit"
@@ -134,6 +146,13 @@ class CircuitTrainConfig(TrainConfig):
     learning: str = "hardware-aware"
     deploy_time: float | None = None
     seconds_per_batch: float | None = None
+    dynamics: str = "overdamped"
+    skew: Any = None
+    skew_scale: float = 1.0
+    friction: float = 1.0
+    mass: Any = 1.0
+    integrator: str = "euler"
+    pulse_update: Any = None
 
     # --------------------------------------------------------------- derived
     @property
@@ -157,7 +176,9 @@ class CircuitTrainConfig(TrainConfig):
             dt=self.resolved_dt, tau_z=self.tau_z, tau_e=self.tau_e, temperature=self.temperature, noise=self.noise,
             precondition=self.precondition, precondition_tau=self.precondition_tau,
             precondition_delta=self.precondition_delta, error_form=self.error_form, timescales=self.timescales,
-            learning_rule=self.learning_rule, seed=self.seed, check_every=self.check_every).validate()
+            learning_rule=self.learning_rule, seed=self.seed, check_every=self.check_every, dynamics=self.dynamics,
+            skew=self.skew, skew_scale=self.skew_scale, friction=self.friction, mass=self.mass,
+            integrator=self.integrator).validate()
 
     # ------------------------------------------------------------ validation
     def validate(self) -> "CircuitTrainConfig":
@@ -200,20 +221,39 @@ class CircuitTrainConfig(TrainConfig):
             raise ValueError(f"noise must be a preset name or a noise-config dict, got {type(self.noise).__name__}")
         check_dt_static(self.circuit_config(), self.prior_std)  # every circuit field, and the dt bounds known now
         check_learning_mode(self.learning)
+        self.pulse_update_config()
         for name in ("deploy_time", "seconds_per_batch"):
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0):
                 raise ValueError(f"{name} must be a non-negative finite number of seconds or None, got {v!r}")
         dev, _ = split_weight_sources(NoiseModel.resolve(self.noise))
-        if any(s.type == "pulsed" for s in dev) and self.learning != "in-memory":
+        if any(s.type == "pulsed" for s in dev) and self.learning not in ON_DEVICE_MODES:
             raise ValueError(f"the 'pulsed' weight device acts on in-memory writes only; learning={self.learning!r} "
                              f"would ignore it (use learning='in-memory' or drop the source)")
         return self
 
+    def pulse_update_config(self) -> PulseUpdateConfig:
+        """The local update's pulse statistics (``pulse_update``), validated; one-line errors."""
+        pu = self.pulse_update
+        if pu is not None and self.learning != "in-memory-local":
+            raise ValueError(f"pulse_update configures learning='in-memory-local' only; learning={self.learning!r}")
+        if self.learning == "in-memory-local" and self.online:
+            raise ValueError("learning='in-memory-local' writes the arrays once per presentation; online=True is not "
+                             "supported")
+        if pu is None:
+            return PulseUpdateConfig()
+        if not isinstance(pu, dict):
+            raise ValueError(f"pulse_update must be a dict of PulseUpdateConfig fields or None, got "
+                             f"{type(pu).__name__}")
+        known = {f.name for f in dataclasses.fields(PulseUpdateConfig)}
+        if set(pu) - known:
+            raise ValueError(f"pulse_update: unknown fields {sorted(set(pu) - known)}; known: {sorted(known)}")
+        return PulseUpdateConfig(**pu).validate()
+
     def noise_model(self) -> NoiseModel:
         """The noise model of the run; "in-memory" gets a default ``pulsed`` device when it has none."""
         nm = NoiseModel.resolve(self.noise)
-        if self.learning == "in-memory" and not any(s.type == "pulsed" for s in nm.sources):
+        if self.learning in ON_DEVICE_MODES and not any(s.type == "pulsed" for s in nm.sources):
             d = nm.to_dict()
             d["sources"] = d["sources"] + [{"type": "pulsed"}]
             nm = NoiseModel.from_dict(d)
@@ -265,12 +305,21 @@ class CircuitTrainer(Trainer):
         self.pulse_gen = torch.Generator().manual_seed(derive_seed(config.seed, 300))
         self.noise_state: dict = {}   # dynamic noise states (the 1/f bank) carried from one presentation to the next
         self.frozen_cache: dict = {}  # the sources' frozen draws (the same every batch: the same device), drawn once
-        if self.mode == "in-memory" and self.weight_sources:
+        if self.mode in ON_DEVICE_MODES and self.weight_sources:
             self.array = AnalogArray.from_noise(dict(self.model.decoder.named_parameters()), self.weight_sources,
                                                 seed=derive_seed(config.seed, 301),
                                                 program_gen=torch.Generator().manual_seed(derive_seed(config.seed, 302)))
             self.array.clock = 0.0                              # training starts at the first programming
             self._sync_from_array()
+        self.local = None   # in-memory-local: (covered layers, edge recorder, pulse statistics, Tiki-Taka or None)
+        if self.mode == "in-memory-local":
+            if any(s.type == "feedback_mismatch" for s in self.noise.sources):
+                raise ValueError("learning='in-memory-local' records the error at each array's edge on the forward "
+                                 "array's backward read; a separate feedback_mismatch array is not supported")
+            layers = check_mapped(self.model.decoder, self.array.names)
+            pcfg = config.pulse_update_config()
+            tt = Transfer(self.array, derive_seed(config.seed, 303)) if pcfg.transfer_every else None
+            self.local = (layers, EdgeRecorder(layers), pcfg, tt)
         self.circuit = self.build_circuit()     # checks dt against the initial weights now
 
     # ------------------------------------------------------------------ the array
@@ -285,7 +334,7 @@ class CircuitTrainer(Trainer):
         """The array the next presentation runs on (module docstring)."""
         if not self.weight_sources or self.mode == "deploy":
             return None
-        if self.mode == "in-memory":
+        if self.mode in ON_DEVICE_MODES:
             return self.array
         # hardware-aware: a fresh programming (and fresh drift exponents) per batch, at the deployment horizon
         return program_array(self.model, self.noise, self.config.seed, self.config.resolved_deploy_time(),
@@ -299,11 +348,34 @@ class CircuitTrainer(Trainer):
     def _clip_and_step(self) -> None:
         if self.array is None:
             return super()._clip_and_step()
+        if self.local is not None:
+            return self._local_step()
         params = dict(self.model.decoder.named_parameters())
         before = {n: params[n].detach().clone() for n in self.array.names}
         super()._clip_and_step()
         desired = {n: params[n].detach() - before[n] for n in self.array.names}
         self.array.pulse_update(desired, self.pulse_gen)
+        self._sync_from_array()
+        cfg = self.config
+        self.array.advance(cfg.seconds_per_batch if cfg.seconds_per_batch is not None
+                           else cfg.resolved_steps * cfg.resolved_dt)
+
+    def _local_step(self) -> None:
+        """in-memory-local: the arrays' local pulsed update (``circuits.local_update``) from the presentation's edge
+        signals, plain SGD at the global rate for the other decoder and likelihood parameters (no per-weight state),
+        Adam for the encoder only."""
+        layers, recorder, pcfg, tt = self.local
+        lr = self.config.lr * self.lr_factor()
+        covered = set(self.array.names)
+        with torch.no_grad():
+            for n, p in self.model.named_parameters():
+                if p.grad is not None and not (n.startswith("decoder.") and n[len("decoder."):] in covered):
+                    p.add_(p.grad, alpha=-lr)
+                p.grad = None
+        super()._clip_and_step()              # the encoder's Adam step (the model's grads are None: skipped)
+        local_update(self.array if tt is None else tt.fast, recorder, layers, lr, pcfg, self.pulse_gen)
+        if tt is not None:     # Tiki-Taka: the fast array's columns onto the slow one the circuit reads
+            tt.step(self.array, pcfg, lr, self.pulse_gen)
         self._sync_from_array()
         cfg = self.config
         self.array.advance(cfg.seconds_per_batch if cfg.seconds_per_batch is not None
@@ -316,7 +388,7 @@ class CircuitTrainer(Trainer):
         if not self.weight_sources:
             return None
         t = self.config.resolved_deploy_time() if t is None else float(t)
-        if self.mode == "in-memory":
+        if self.mode in ON_DEVICE_MODES:
             arr = AnalogArray.__new__(AnalogArray)
             arr.__dict__.update({k: (dict(v) if isinstance(v, dict) else v) for k, v in self.array.__dict__.items()})
             arr.advance(t)
@@ -334,6 +406,8 @@ class CircuitTrainer(Trainer):
             sd["noise_state"] = dict(self.noise_state)
         if self.array is not None:
             sd["array"] = self.array.state_dict()
+            if self.local is not None and self.local[3] is not None:
+                sd["transfer"] = self.local[3].state_dict()
             sd["pulse_generator"] = self.pulse_gen.get_state()
         return sd
 
@@ -348,6 +422,8 @@ class CircuitTrainer(Trainer):
             if "array" not in ck:
                 raise CheckpointError(f"checkpoint {path} holds no analog array state (needed by learning='in-memory')")
             self.array.load_state_dict(ck["array"])
+            if self.local is not None and self.local[3] is not None:
+                self.local[3].load_state_dict(ck["transfer"])
             self.pulse_gen.set_state(ck["pulse_generator"])
             self._sync_from_array()
         return ck
@@ -373,7 +449,8 @@ class CircuitTrainer(Trainer):
         # Records (the loss metric) measure log p(x, z) under the weights the circuit read, the ones it learns on: the
         # digital weights differ from them on an array (drift without compensation scales every layer by ~0.77 at
         # 1 h, and the digital loss of the device's chain then climbs while the device's falls; issue 14)
-        with torch.no_grad():
+        edges = self.local[1] if self.local is not None else contextlib.nullcontext()
+        with torch.no_grad(), edges:     # in-memory-local: the arrays' edge signals, where the theta-gradient accrues
             return self.circuit.simulate(x, z0, steps=cfg.resolved_steps, record_every=cfg.record_every,
                                          generator=self.generator, accumulate_grad=accumulate, online_lr=online_lr,
                                          records="device")

@@ -1,4 +1,4 @@
-"""How weights get onto an analog array: the three learning modes (DESIGN.md section 3).
+"""How weights get onto an analog array: the learning modes (DESIGN.md section 3; in-memory-local: issue 17).
 
 ``deploy``
     Learn digitally (the decoder's weights are exact during training: weight-device sources are
@@ -22,6 +22,16 @@
     next batch is taken at the stored weights (straight through drift and read noise). Time base:
     the device clock advances by the presentation's simulated duration (steps x dt) per batch, or by
     ``seconds_per_batch``.
+``in-memory-local``
+    As ``in-memory`` (one array for the run, clock, drift since each write, the array in the checkpoint), but the
+    array-covered weights are written only by the array's own local pulsed rule (``circuits.local_update``): the
+    edge signals of every mapped layer (its input a, the precision-weighted error d at its output) recorded at every
+    step of the presentation, where the circuit accumulates its theta-gradient, become coincidences of stochastic
+    pulse trains (aihwkit's analog SGD: ``desired_bl``, ``update_bl_management``, ``update_management``), written by
+    each device's own pulses. No per-weight digital state: a global learning rate (``lr``, plain SGD for the decoder's
+    parameters that are not on the array and the likelihood's); the encoder (the warm start) keeps its Adam.
+    Optionally a Tiki-Taka transfer (``pulse_update.transfer_every``): the local updates go to a fast array whose
+    columns are written onto the slow array that the circuit reads (``circuits.local_update.Transfer``).
 
 Evaluation (:func:`deployed_model`): every mode is scored on the weights *as they sit on the device*:
 a fresh programming draw for ``deploy`` / ``hardware-aware`` (the array as trained for ``in-memory``),
@@ -40,9 +50,10 @@ from .noise.arrays import WEIGHT_DEVICE_TYPES, AnalogArray
 from .timescales import derive_seed
 
 __all__ = ["LEARNING_MODES", "check_learning_mode", "split_weight_sources", "program_array", "deployed_model",
-           "DeployedDecoder", "TIME_POINTS"]
+           "DeployedDecoder", "TIME_POINTS", "ON_DEVICE_MODES"]
 
-LEARNING_MODES = ("deploy", "hardware-aware", "in-memory")
+LEARNING_MODES = ("deploy", "hardware-aware", "in-memory", "in-memory-local")
+ON_DEVICE_MODES = ("in-memory", "in-memory-local")   # one persistent array written by pulses during training
 
 # time since programming at which deployments are scored in sweeps: 1 s ... 1 month
 TIME_POINTS = {"1 s": 1.0, "1 min": 60.0, "1 h": 3600.0, "1 day": 86400.0, "1 week": 604800.0, "1 month": 2592000.0}

@@ -99,6 +99,16 @@ class CircuitRun(RunRecords):
         self.cz = units.value_noise_scale(self.dt, ts.tau_z, T)
         self.ae = 0.0 if c.adiabatic else units.error_rate(self.dt, ts.tau_e)
         self.delta = float(c.config.precondition_delta)
+        # the value units' family (circuits.units): skew step matrix dt K, or momentum units' constants
+        self.Kdt = None if c.skew is None else units.skew_rate(c.skew, ts.tau_z, self.dt)
+        self.underdamped = c.dynamics == "underdamped"
+        self.friction = float(c.config.friction)
+        self.inv_mass = 1.0 / c.mass if self.underdamped else None
+        self.cv = units.momentum_noise_scale(self.dt, ts.tau_z, T, self.friction) if self.underdamped else 0.0
+        self.baoab = self.underdamped and c.config.integrator == "baoab"
+        if self.baoab:   # half drift a_z / 2 and the exact O step of the momentum units (per unit, (d,))
+            self.ou_c, self.ou_sigma = units.momentum_ou_step(self.dt, ts.tau_z, T, self.friction, c.mass)
+            self.half_az = self.az / 2
 
     def _init_state(self, z0: torch.Tensor) -> None:
         c, x = self.c, self.x
@@ -113,6 +123,11 @@ class CircuitRun(RunRecords):
             else:
                 self._eps = c.model.error(x, c.model.decoder(z0)).detach().clone()
         self.en = None if c.adiabatic else torch.empty_like(self._eps)
+        self.v = self.vn = None
+        if self.underdamped:   # momentum units start in their stationary law N(0, T M) (from the run generator)
+            self.v = torch.randn(z0.shape, generator=self.gen, device=z0.device, dtype=z0.dtype)
+            self.v.mul_((c.temperature * c.mass).sqrt())
+            self.vn = torch.empty_like(self.v)
 
     def _init_gain_units(self, z0: torch.Tensor) -> None:
         """Gain units: a decay beta is Algorithm 1 (m = 0, G from the bias-corrected m / (1 - beta^t)); the continuous
@@ -255,9 +270,11 @@ class CircuitRun(RunRecords):
         return lp.reshape(lp.shape[0], -1).sum(1), err
 
     # ------------------------------------------------------------------------ drift (ODE)
-    def drift(self, z, eps, m):
+    def drift(self, z, eps, m, v=None):
         """Noise-free time derivatives (dz, deps or None, dm or None) at a state (for torchdiffeq): the units' ODE
-        forms (``units.value_drift``, ``error_drift``, ``gain_drift``) through a general kernel's forward / feedback."""
+        forms (``units.value_drift``, ``error_drift``, ``gain_drift``; ``skew_force`` for "nonreversible") through a
+        general kernel's forward / feedback.  Underdamped circuits pass the momentum units ``v`` and get
+        (dz, deps, dm, dv) with dz = M^-1 v / tau_z, dv = (s - gamma_f M^-1 v) / tau_z."""
         impl, c = self.kernel_impl, self.c
         if not hasattr(impl, "forward"):
             raise ValueError(f"drift needs a general kernel (linear / autograd), not {self.kernel!r}")
@@ -267,6 +284,12 @@ class CircuitRun(RunRecords):
             eps = units.settled_error(target, c.error_form)
         s = units.value_score(impl.feedback(eps), z, self.sp2)
         ts = c.timescales
+        deps = None if c.adiabatic else units.error_drift(target, eps, c.error_form.leak, ts.tau_e)
+        if self.underdamped:
+            if v is None:
+                raise ValueError("drift of an underdamped circuit needs the momentum units v")
+            dz = units.value_drift(units.momentum_velocity(v, self.inv_mass), ts.tau_z)
+            return dz, deps, None, units.value_drift(units.momentum_force(s, v, self.inv_mass, self.friction), ts.tau_z)
         if m is None:
             dz, dm = units.value_drift(s, ts.tau_z), None
         else:
@@ -275,5 +298,6 @@ class CircuitRun(RunRecords):
                                  "not the ODE reference")
             dz = units.value_drift(s, ts.tau_z, units.gain_of(m, self.delta, self.max_gain))
             dm = units.gain_drift(s, m, ts.tau_m)
-        deps = None if c.adiabatic else units.error_drift(target, eps, c.error_form.leak, ts.tau_e)
+        if c.skew is not None:
+            dz = dz + units.skew_force(s, units.skew_rate(c.skew, ts.tau_z))
         return dz, deps, dm

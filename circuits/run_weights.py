@@ -19,7 +19,8 @@ class RunWeights:
     since that write at the array's clock + t); else the parameter itself. Then the static weight hooks
     (e.g. weight quantisation) and the dynamic ones, in source order. The feedback copy is the forward
     weights through the feedback hooks (feedback mismatch). Read noise is not here: it is fresh per
-    matrix-vector product (``ReadNoiseHooks`` on the decoder's layers / the linear kernel).
+    matrix-vector product, forward and / or transposed as the ``weight_read`` source's ``reads`` says
+    (``ReadNoiseHooks`` on the decoder's layers; the linear kernel's ``read_sigma`` / ``read_sigma_b``).
 
     Gradients pass straight through every perturbation: p_eff = p + (w - p).detach(), built with
     gradients enabled (the step runs under no_grad). ``fwd`` / ``fb`` are dicts for ``functional_call``
@@ -74,13 +75,15 @@ class RunWeights:
         ts = list(self.params.values())
         time = ()
         if arr is not None:
-            ts += [d[n] for d in (arr.stored, arr.t_write, arr.nu) for n in arr.names if n in d]
+            ts += [d[n] for d in (arr.stored, arr.t_write, arr.nu, arr.pair, arr.acc_xi) for n in arr.names if n in d]
             if arr.drift is not None:
                 time = tuple(self._log_age(arr, n, t) for n in arr.names)
         return [(x, x._version) for x in ts], time
 
     @staticmethod
     def _log_age(arr, name: str, t: float):
+        if name in arr.acc_xi or arr.paired(name):   # 1/f noise or a pair's own factors: not one log-age's function
+            return ("t", arr.clock, t)
         if arr.t_write[name].device.type == "cpu":
             log_age = arr._uniform_log_age(name, t)
             if log_age is not None:

@@ -7,7 +7,20 @@ version of the paper's eq. 5, Ito form):
     error units eps  tau_e deps = [ target(x, g(z)) - leak eps ] dt                        F_e = target - leak eps
     gain units m     tau_m dm   = [ s^2 - m ] dt,   G = min(1 / (sqrt(m_hat) + delta), G_max)  F_m = s^2 - m
 
-with s = J_g(z)^T eps - z / s_p^2 the score-like drift at the state (:func:`value_score`).  The error units come in
+with s = J_g(z)^T eps - z / s_p^2 the score-like drift at the state (:func:`value_score`).  Two more families of
+value-unit dynamics (issue 16; ``docs/circuits_dynamics.md``) leave the stationary law of z unchanged:
+
+    non-reversible   tau_z dz = (G + J) s dt + sqrt(2 T tau_z G) dW         J = -J^T constant: F_z = G s + J s
+    underdamped      tau_z dz = M^-1 v dt                                   momentum units v (F_z = M^-1 v)
+                     tau_v dv = (s - gamma_f M^-1 v) dt + sqrt(2 gamma_f T tau_v) dW,   tau_v = tau_z
+
+(J: antisymmetric lateral connections between value units, :func:`skew_rate` / :func:`skew_force`; v: each value
+unit's momentum / inhibitory partner, Aitchison & Lengyel 2016, :func:`momentum_force` etc.).  Time-constant scaling
+of the momentum units: in t' = t / tau_z, dz = M^-1 v dt', dv = (s - gamma_f M^-1 v) dt' + sqrt(2 gamma_f T) dW'
+(dW = sqrt(tau_z) dW' in law) is kinetic Langevin for H = -log p(x, z) + v^T M^-1 v / 2, whose stationary law is
+exp(-H / T) = p(z | x)^(1/T) (x) N(0, T M); multiplying by tau_z gives the noise sqrt(2 gamma_f T tau_z) dW above.
+Per-unit tau_z,i (shared by z_i and v_i) keep it: the drift is [[0, D^-1], [-D^-1, -gamma_f D^-1]] grad(-H), an
+antisymmetric part plus the diffusion's gamma_f T D^-1 (docs/circuits_dynamics.md).  The error units come in
 two forms (:func:`error_form`): "error" (default) relaxes to the precision-weighted error
 e(x, mu) = d log p(x | mu) / d mu with leak 1; "bogacz" (Bogacz 2017, Gaussian only) relaxes to x - mu with leak
 sigma_x^2 (the precision in the leak).  For a Gaussian likelihood both targets are (x - mu) / k with k = sigma_x^2
@@ -40,7 +53,8 @@ from neuro_lpc.gain import gain_of_rms, rms, second_moment_update_
 
 __all__ = ["ErrorForm", "error_form", "value_score", "value_rate", "value_noise_scale", "value_drift", "error_rate",
            "error_force_into", "error_drift", "settled_error", "gain_update_", "gain_of", "gain_drift", "euler_step_into",
-           "add_scaled_", "linear_drift"]
+           "add_scaled_", "linear_drift", "skew_rate", "skew_force", "momentum_velocity", "momentum_force",
+           "momentum_noise_scale", "momentum_ou_step", "linear_dynamics_drift"]
 
 
 # ----------------------------------------------------------------------------- shared arithmetic ----
@@ -87,6 +101,51 @@ def value_drift(s: torch.Tensor, tau_z, gain: torch.Tensor | None = None) -> tor
     """dz/dt = G s / tau_z (noise-free; G = 1 without gain units): the ODE form of the value units."""
     force = s if gain is None else gain * s
     return force * (1.0 / tau_z)
+
+
+# ------------------------------------------------------------- non-reversible value units (skew J) ----
+
+def skew_rate(J: torch.Tensor, tau_z, scale: float = 1.0) -> torch.Tensor:
+    """K = scale * D^-1/2 J D^-1/2 with D = diag(tau_z): the skew part of the value units' drift per unit time,
+    dz/dt = D^-1 G s + K s (times ``scale`` = dt it is the Euler step's matrix).  For uniform tau_z it is J / tau_z,
+    i.e. tau_z dz = (G + J) s dt; for per-unit tau_z the symmetric split keeps K antisymmetric, so that
+    div(K grad p) = 0 and the stationary law is still the posterior (D^-1 J would not be antisymmetric).
+    J (d, d) antisymmetric; returns (d, d)."""
+    if isinstance(tau_z, torch.Tensor):
+        r = tau_z.reshape(-1).to(J).rsqrt()
+        return (r[:, None] * J * r[None, :]) * scale
+    return J * (scale / float(tau_z))
+
+
+def skew_force(s: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
+    """K s for each chain (rows of s, (B, d)): s K^T -- the skew drift routed through the lateral connections."""
+    return s @ K.t()
+
+
+# ---------------------------------------------------------------- momentum units v (underdamped) ----
+
+def momentum_velocity(v: torch.Tensor, inv_mass) -> torch.Tensor:
+    """M^-1 v: what a momentum unit drives its value unit with (F_z = M^-1 v; M a number or per-unit (d,))."""
+    return v * inv_mass
+
+
+def momentum_force(s: torch.Tensor, v: torch.Tensor, inv_mass, friction: float) -> torch.Tensor:
+    """F_v = s - gamma_f M^-1 v: the momentum units' force (the score-like drift minus friction), a new tensor."""
+    return s - (v * inv_mass) * friction
+
+
+def momentum_noise_scale(dt: float, tau_z, temperature: float, friction: float):
+    """c_v = sqrt(2 gamma_f T dt / tau_z): the per-step std of sqrt(2 gamma_f T tau_z) dW / tau_z; 0.0 at T = 0."""
+    return (2 * friction * temperature * dt / tau_z) ** 0.5 if temperature > 0 else 0.0
+
+
+def momentum_ou_step(dt: float, tau_z, temperature: float, friction: float, mass: torch.Tensor):
+    """(c, sigma) of the exact step of the momentum units' friction and noise alone (BAOAB's "O", Leimkuhler &
+    Matthews 2013): tau_z dv = -gamma_f M^-1 v dt + sqrt(2 gamma_f T tau_z) dW over dt is v' = c v + sigma xi with
+    c = exp(-gamma_f h / M), sigma = sqrt(T M (1 - c^2)), h = dt / tau_z (per unit, (d,))."""
+    h = dt / tau_z
+    c = torch.exp(-friction * h / mass)
+    return c, (temperature * mass * (1 - c * c)).sqrt()
 
 
 # ------------------------------------------------------------------------------------ error units ----
@@ -171,3 +230,34 @@ def linear_drift(W, prior_var: float, form: ErrorForm, adiabatic: bool):
     if adiabatic:
         return -(W.T @ W / (form.k * form.leak) + np.eye(d) / prior_var)
     return np.block([[-np.eye(d) / prior_var, W.T], [-W / form.k, -form.leak * np.eye(n)]])
+
+
+def linear_dynamics_drift(W, prior_var: float, form: ErrorForm, adiabatic: bool, dynamics: str = "overdamped",
+                          skew=None, friction: float = 1.0, mass=1.0):
+    """:func:`linear_drift` of each family of value-unit dynamics (before the time constants; numpy):
+
+        overdamped      state [z, eps]       A = linear_drift
+        nonreversible   state [z, eps]       the z rows of linear_drift left-multiplied by (I + J)
+        underdamped     state [z, eps, v]    z rows [0, 0, M^-1];  v rows [score rows of linear_drift, -gamma_f M^-1]
+
+    (eps absent when adiabatic).  ``skew`` J (d, d) antisymmetric; ``mass`` a number or (d,)."""
+    import numpy as np
+    A = linear_drift(W, prior_var, form, adiabatic)
+    d = np.asarray(W).shape[1]
+    if dynamics == "overdamped":
+        return A
+    if dynamics == "nonreversible":
+        J = np.zeros((d, d)) if skew is None else np.asarray(skew, dtype=np.float64)
+        A = A.copy()
+        A[:d] = (np.eye(d) + J) @ A[:d]
+        return A
+    if dynamics != "underdamped":
+        raise ValueError(f"dynamics must be 'overdamped', 'nonreversible' or 'underdamped', got {dynamics!r}")
+    N = A.shape[0]
+    inv_m = np.diag(1.0 / np.broadcast_to(np.asarray(mass, dtype=np.float64), (d,)))
+    out = np.zeros((N + d, N + d))
+    out[d:N, :N] = A[d:]                 # error units unchanged
+    out[:d, N:] = inv_m                  # dz = M^-1 v
+    out[N:, :N] = A[:d]                  # dv = s - gamma_f M^-1 v
+    out[N:, N:] = -friction * inv_m
+    return out

@@ -49,6 +49,7 @@ LAYERS = {
         ["integrate"],
         ["fast"],
         ["circuit"],
+        ["local_update"],
         ["modes"],
         ["learn"],
         ["analysis", "plots"],

@@ -269,7 +269,7 @@ def test_unknown_learning_mode_is_refused():
         train_cfg("analog", learning="on-chip").validate()
     with pytest.raises(ValueError, match="unknown learning mode"):
         check_learning_mode("digital")
-    assert LEARNING_MODES == ("deploy", "hardware-aware", "in-memory")
+    assert LEARNING_MODES == ("deploy", "hardware-aware", "in-memory", "in-memory-local")
 
 
 def test_pulsed_source_outside_in_memory_is_refused():

@@ -344,6 +344,8 @@ SWEEP_CASES = [
     ("learning", ["--learning", "in-memory"], [],
      lambda c, p: {f["learning"] for f, _, _ in sweep.settings("learning-sources", c)}, {"in-memory"}),
     ("train_batches", ["--train-batches", "5"], [], lambda c, p: c.train_batches, 5),
+    ("seeds", ["--seeds", "2"], [], lambda c, p: c.seeds, 2),
+    ("dyn_steps", ["--dyn-steps", "500"], [], lambda c, p: c.dyn_steps, 500),
 ]
 
 
@@ -377,6 +379,13 @@ ELSEWHERE = {     # flags whose effect a test elsewhere checks against a closed 
     ("train_lpc", "likelihood"): "tests/test_options_learning.py::test_config_likelihood_reaches_build_model",
     ("train_circuit", "offline"): "test_train_circuit_offline_flag_overrides_a_config_file (here)",
     ("sweep", "model"): "test_sweep_model_flag_loads_that_checkpoint (here)",
+    **{("train_lpc", f): "tests/test_dynamics_discrete.py::test_cli_flags_reach_the_config (the sampler's response "
+                         "to each: the closed-form tests of that file)"
+       for f in ("dynamics", "skew", "skew_scale", "friction", "mass")},
+    **{("train_circuit", f): "tests/test_dynamics_circuit.py::test_cli_dynamics_reaches_the_circuit"
+       for f in ("dynamics", "skew", "skew_scale", "friction", "mass", "integrator")},
+    **{("run_circuit", f): "tests/test_dynamics_circuit.py::test_study_passes_dynamics_to_the_circuit_rows"
+       for f in ("dynamics", "skew", "skew_scale", "friction", "mass", "precondition")},
 }
 CASES = {"train_lpc": LPC_CASES, "train_circuit": CIRCUIT_CASES, "run_circuit": STUDY_CASES, "sweep": SWEEP_CASES}
 PARSERS = {"train_lpc": lpc_cli.build_parser, "train_circuit": circuit_cli.build_parser,

@@ -64,7 +64,8 @@ def assert_standard_normal(xi):
 
 
 def test_the_learning_modes_are_the_three_tested_here():
-    assert LEARNING_MODES == ("deploy", "hardware-aware", "in-memory")
+    # "in-memory-local" (issue 17) is tested in tests/test_local_update.py
+    assert LEARNING_MODES == ("deploy", "hardware-aware", "in-memory", "in-memory-local")
 
 
 @pytest.mark.parametrize("t0", [20.0, 2.0])

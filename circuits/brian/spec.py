@@ -73,6 +73,9 @@ def decoder_layers(decoder: nn.Module) -> list[tuple[str, str | None, str]]:
 
 
 def _refuse_config(cfg, circuit) -> None:
+    if cfg.dynamics != "overdamped":   # issue 16: the Brian2 groups hold the overdamped circuit's equations only
+        raise BrianUnsupported(f"Brian2 (circuits.brian) cannot express dynamics={cfg.dynamics!r}: only the overdamped "
+                               f"circuit; use circuits.Circuit.simulate")
     if cfg.preconditioned:
         raise BrianUnsupported("Brian2 cannot express preconditioning (gain units): the noise amplitude sqrt(2 T G / "
                                "tau_z) depends on the state m, which Brian2's euler method (additive noise) cannot "

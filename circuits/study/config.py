@@ -80,6 +80,13 @@ class StudyConfig:
     tau_z: float = 10e-3                       # value units, 10 ms (cortical range 10-20 ms)
     tau_e: float = 0.0                         # adiabatic error units by default: finite tau_e makes the z-eps loop of an
                                                # image model underdamped unless tau_e < tau_z / (4 lambda_max(P)); see docs/study.md
+    # the circuit rows' value-unit family (docs/circuits_dynamics.md; the discrete rows are not changed by it):
+    # overdamped | nonreversible (skew J: random | optimal, skew_scale) | underdamped (friction, mass; no gain units)
+    dynamics: str = "overdamped"
+    skew: str | None = None
+    skew_scale: float = 1.0
+    friction: float = 1.0
+    mass: float = 1.0
     # posterior comparison
     posterior_chains: int = 16
     posterior_steps: int = 400
@@ -129,6 +136,11 @@ class StudyConfig:
         if self.full_protocol:
             self.n_samples, self.feature = 50_000, "inception"
         return self
+
+    def dynamics_fields(self) -> dict:
+        """The circuit rows' ``CircuitConfig`` / ``CircuitTrainConfig`` dynamics fields."""
+        return dict(dynamics=self.dynamics, skew=self.skew, skew_scale=self.skew_scale, friction=self.friction,
+                    mass=self.mass)
 
     def steps_per_epoch(self, n_train: int) -> int:
         return max(1, n_train // self.batch_size)
@@ -220,7 +232,8 @@ def check_fields(cfg: StudyConfig) -> None:
             check_number("precondition (a decay beta; null = off)", cfg.precondition, lo=0, hi=1, hi_open=True)
         # the circuit rows run at dt = gamma tau_z: its stability bounds on tau_z / tau_e / tau_m need no network
         cc = CircuitConfig(dt=cfg.step_size * cfg.tau_z, tau_z=cfg.tau_z, tau_e=cfg.tau_e, noise=resolve_noise(cfg),
-                           precondition=cfg.precondition or None)   # also the noise file's amplitudes
+                           precondition=cfg.precondition or None,   # also the noise file's amplitudes
+                           **cfg.dynamics_fields())
         check_dt_static(cc.validate())
         if cfg.cache_dir is not None:
             check_cache_dir(cfg.cache_dir, "cache folder (--cache-dir)")

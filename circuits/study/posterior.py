@@ -112,7 +112,7 @@ def circuit_config_for(cfg, noise, device, **overrides):
     from ..circuit import CircuitConfig
 
     kw = dict(dt=cfg.step_size * cfg.tau_z, tau_z=cfg.tau_z, tau_e=cfg.tau_e, temperature=None, noise=noise,
-              precondition=cfg.precondition, seed=cfg.seed, device=str(device))
+              precondition=cfg.precondition, seed=cfg.seed, device=str(device), **cfg.dynamics_fields())
     if cfg.precondition and cfg.preconditioner != "adam":
         kw["preconditioner"] = cfg.preconditioner
     kw.update(overrides)

@@ -573,6 +573,14 @@ def build_parser():
     p.add_argument("--feature", default="auto",
                    help="auto (neuro_lpc.metrics.default_feature: Inception FID) | classifier (small-classifier FD) | inception")
     p.add_argument("--full-protocol", action="store_true", help="the paper's FID protocol: 50,000 samples, Inception features")
+    p.add_argument("--dynamics", help="the circuit rows' value units: overdamped (default) | nonreversible | underdamped "
+                                      "(docs/circuits_dynamics.md; the discrete rows are unchanged)")
+    p.add_argument("--skew", help="nonreversible: none | random | optimal")
+    p.add_argument("--skew-scale", type=float, help="nonreversible: scale of the named skew (default 1)")
+    p.add_argument("--friction", type=float, help="underdamped: friction gamma_f (default 1)")
+    p.add_argument("--mass", type=float, help="underdamped: mass M (default 1)")
+    p.add_argument("--precondition", help="none | a decay beta in (0, 1) for every row (default 0.25; underdamped "
+                                          "circuit rows need none)")
     p.add_argument("--preconditioner",
                    help="adam (Algorithm 1, default) | frozen (G held fixed after a warm-up: posterior-invariant)")
     p.add_argument("--learning", default="hardware-aware,deploy",
@@ -596,6 +604,20 @@ def build_parser():
     return p
 
 
+def _precondition_arg(text: str):
+    """--precondition: none/off/0 -> None, else a decay beta in (0, 1)."""
+    t = text.strip().lower()
+    if t in ("none", "off", "0", "0.0"):
+        return None
+    try:
+        beta = float(t)
+    except ValueError:
+        beta = float("nan")
+    if not 0 < beta < 1:
+        raise StudyError(f"--precondition must be none or a decay beta in (0, 1), got {text!r}")
+    return beta
+
+
 def config_from_args(args) -> StudyConfig:
     cfg = StudyConfig(noise=args.noise, noise_config=args.noise_config, model=args.model, out=args.out, dataset=args.dataset,
                       data_root=args.data_root, quick=args.quick, budget=args.budget, seed=args.seed, device=args.device,
@@ -604,9 +626,14 @@ def config_from_args(args) -> StudyConfig:
                       skip=[s.strip() for s in args.skip.split(",") if s.strip()])
     cfg.apply_quick()
     for name in ("tau_z", "tau_e", "n_samples", "train_batches", "langevin_steps", "posterior_steps", "onset_steps",
-                 "preconditioner", "threads", "train_workers", "seeds", "architecture", "train_epochs", "curve_points"):
+                 "preconditioner", "threads", "train_workers", "seeds", "architecture", "train_epochs", "curve_points",
+                 "dynamics", "skew_scale", "friction", "mass"):
         if getattr(args, name) is not None:
             setattr(cfg, name, getattr(args, name))
+    if args.skew is not None:
+        cfg.skew = None if args.skew.strip().lower() == "none" else args.skew
+    if args.precondition is not None:
+        cfg.precondition = _precondition_arg(args.precondition)
     if args.train_batches is not None and args.train_epochs is None:
         cfg.train_epochs = None        # steps given: they win over the budget's epochs
     cfg.quick = False  # already applied; flags above override the quick sizes

@@ -202,7 +202,7 @@ def circuit_train_config(ctx, **overrides):
     from ..learn import CircuitTrainConfig
 
     cfg, noise = ctx.cfg, ctx.noise
-    kw = dict(**{**train_config(cfg, "lpc", ctx.info.n_train).to_dict(), "method": "circuit"},
+    kw = dict(**{**train_config(cfg, "lpc", ctx.info.n_train).to_dict(), "method": "circuit", **cfg.dynamics_fields()},
               dt=cfg.step_size * cfg.tau_z, tau_z=cfg.tau_z, tau_e=cfg.tau_e,
               noise=noise if isinstance(noise, str) else noise.to_dict(), presentation_steps=cfg.langevin_steps)
     kw.pop("temperature", None)   # the circuit's temperature is the noise model's
