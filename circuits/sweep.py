@@ -13,7 +13,10 @@ Sweeps (all on one trained model, from --model or trained once and cached in the
                       the decoder moved, the samples' pixel spread and FD, on the weights as they sit on the device;
   * ``deploy-time`` — deploy the discrete-LPC model on the array (programming / drift / read noise alone, the
                       three together, the whole ``analog`` preset) and score posterior and samples as the time
-                      since programming grows (1 s ... 1 month, ``circuits.modes.TIME_POINTS``).
+                      since programming grows (1 s ... 1 month, ``circuits.modes.TIME_POINTS``);
+  * ``dynamics``    — sampler families (overdamped, non-reversible, underdamped): ESS per gradient evaluation against
+                      entropy production on the linear case and the decoder, and (``--train``) learning with each
+                      family; its own CSV / PNG / markdown report (``circuits.sweep_dynamics``, docs/dynamics.md).
 Each row holds the setting, the posterior diagnostics of ``circuits.study.posterior_summary``
 (log p(x, z), reconstruction error, ESS per unit time, ...), ``diverged`` and wall time.
 """
@@ -32,13 +35,14 @@ from neuro_lpc.errors import DivergenceError
 
 from .study import StudyConfig, fit_cached, posterior_summary, train_config
 
-SWEEPS = ("temperature", "noise", "step", "tau", "sources", "learning-sources", "deploy-time")
+SWEEPS = ("temperature", "noise", "step", "tau", "sources", "learning-sources", "deploy-time", "dynamics")
+DEFAULT_SWEEPS = SWEEPS[:-1]     # "dynamics" (long: its own chains and trainings) runs only when named
 DEPLOY_SUBSETS = ("weight_programming", "drift", "weight_read", "weights", "analog")
 
 
 @dataclass
 class SweepConfig:
-    sweeps: tuple = SWEEPS
+    sweeps: tuple = DEFAULT_SWEEPS
     out: str = "runs/sweep"
     model: str | None = None
     quick: bool = False
@@ -53,6 +57,8 @@ class SweepConfig:
     learning: str = "hardware-aware"
     train_batches: int = 60
     n_samples: int = 500
+    seeds: int = 1                 # dynamics sweep (--train): training seeds per family
+    dyn_steps: int = 20000         # dynamics sweep: steps (= gradient evaluations) of each decoder chain
 
     def validate(self) -> "SweepConfig":
         """Every field's type and range (one-line ValueError naming it), before any work; returns self."""
@@ -79,6 +85,8 @@ class SweepConfig:
         check_number("step_size", self.step_size, lo=0, lo_open=True)
         check_number("tau_z", self.tau_z, lo=0, lo_open=True, unit=" of seconds")
         check_learning_mode(self.learning)
+        check_int("seeds", self.seeds, hi=10)
+        check_int("dyn_steps (--dyn-steps)", self.dyn_steps, lo=100, hi=LIMITS["steps"])
         return self
 
     def values(self, sweep: str) -> list:
@@ -192,7 +200,7 @@ def run_sweeps(cfg: SweepConfig, log=print) -> dict[str, Path]:
     if unknown:
         raise ValueError(f"unknown sweep(s) {sorted(unknown)}; choose from {SWEEPS}")
     if cfg.quick:
-        cfg.chains, cfg.steps = min(cfg.chains, 6), min(cfg.steps, 60)
+        cfg.chains, cfg.steps, cfg.dyn_steps = min(cfg.chains, 6), min(cfg.steps, 60), min(cfg.dyn_steps, 2000)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
@@ -205,6 +213,11 @@ def run_sweeps(cfg: SweepConfig, log=print) -> dict[str, Path]:
         z0 = encoder(x)[0]
     files = {}
     for sweep in cfg.sweeps:
+        if sweep == "dynamics":      # its own rows, CSV, plot and report
+            from .sweep_dynamics import run_dynamics_sweep
+
+            files[sweep] = run_dynamics_sweep(cfg, model, x, z0, out, device, log)
+            continue
         rows = []
         for fields_, kind, value in settings(sweep, cfg):
             log(f"[{sweep}] {fields_}")
@@ -342,15 +355,19 @@ def build_parser():
 
     p = OneLineParser(description="Sweeps of noise amplitude / temperature, Langevin step size with and "
                                   "without preconditioning (paper Fig. 4), and time constants.")
-    p.add_argument("--sweep", nargs="+", default=list(SWEEPS), help=f"which sweeps: {' '.join(SWEEPS)}")
+    p.add_argument("--sweep", nargs="+", default=list(DEFAULT_SWEEPS),
+                   help=f"which sweeps: {' '.join(SWEEPS)} (default: all but dynamics)")
     p.add_argument("--out", default="runs/sweep")
     p.add_argument("--model", help="a trained discrete-LPC checkpoint")
     p.add_argument("--quick", action="store_true")
-    p.add_argument("--train", action="store_true", help="step sweep: also train a short model per setting and report its FD")
+    p.add_argument("--train", action="store_true", help="step sweep: also train a short model per setting and report its FD; "
+                                                        "dynamics sweep: train with each sampler family")
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--learning", default="hardware-aware", help="learning-sources sweep: deploy | hardware-aware | in-memory")
     p.add_argument("--train-batches", type=int, default=60, help="learning-sources sweep: batches per training")
+    p.add_argument("--seeds", type=int, default=1, help="dynamics sweep with --train: training seeds per family")
+    p.add_argument("--dyn-steps", type=int, default=20000, help="dynamics sweep: gradient evaluations per chain")
     return p
 
 
@@ -362,7 +379,8 @@ def prepare(argv=None) -> SweepConfig:
 
     a = build_parser().parse_args(argv)
     cfg = SweepConfig(sweeps=tuple(a.sweep), out=a.out, model=a.model, quick=a.quick, train=a.train, device=a.device,
-                      seed=a.seed, learning=a.learning, train_batches=a.train_batches).validate()
+                      seed=a.seed, learning=a.learning, train_batches=a.train_batches, seeds=a.seeds,
+                      dyn_steps=a.dyn_steps).validate()
     resolve_device(cfg.device)
     if cfg.model is not None:
         if not Path(cfg.model).is_file():

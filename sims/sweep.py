@@ -2,6 +2,7 @@
 """Sweeps: noise amplitude / temperature, step size with and without preconditioning (Fig. 4), time constants.
 
     python sims/sweep.py [--sweep temperature noise step tau] [--quick] [--train] [--out runs/sweep]
+    python sims/sweep.py --sweep dynamics [--dyn-steps 20000] [--train --seeds 2]   # sampler families (docs/dynamics.md)
 """
 import sys
 from pathlib import Path

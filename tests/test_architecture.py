@@ -55,6 +55,7 @@ LAYERS = {
         ["analysis", "plots"],
         ["brian.*"],
         ["study.*"],
+        ["sweep_dynamics"],
         ["sweep"],
         ["cli"],
         ["__init__"],
