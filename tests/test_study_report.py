@@ -122,3 +122,16 @@ def test_formatting_helpers():
     p.update(ess_reliable=True, ess_per_unit_time=120.0, ess_per_unit_time_se=11.0)
     assert R.ess_cell(p) == "120 ± 11"
     assert math.isnan(float("nan"))
+
+
+def test_report_names_the_circuit_rows_sampler_family_when_not_overdamped():
+    """--dynamics: the report says which family the circuit rows ran, with its parameters; the default (the paper's
+    overdamped chain) adds no line."""
+    rep = _report(_table())
+    assert "Sampler family" not in R.render_markdown(rep)
+    rep["config"].update(dynamics="underdamped", friction=2.0, mass=0.5, skew=None, skew_scale=1.0)
+    line = [ln for ln in R.render_markdown(rep).splitlines() if ln.startswith("- Sampler family")]
+    assert len(line) == 1 and "**underdamped**" in line[0] and "γ_f = 2.0" in line[0] and "M = 0.5" in line[0]
+    rep["config"].update(dynamics="nonreversible", skew="random", skew_scale=0.3)
+    line = [ln for ln in R.render_markdown(rep).splitlines() if ln.startswith("- Sampler family")]
+    assert len(line) == 1 and "**nonreversible**" in line[0] and "`random` skew, scale 0.3" in line[0]

@@ -432,6 +432,22 @@ def _precond_line(report: dict) -> str:
     return line
 
 
+def _dynamics_line(c: dict) -> list[str]:
+    """A line on the circuit rows' sampler family when it is not the paper's overdamped Langevin (``--dynamics``)."""
+    fam = c.get("dynamics") or "overdamped"
+    if fam == "overdamped":
+        return []
+    if fam == "nonreversible":
+        what = (f"non-reversible: τ_z dz = (G + J) s dt + √(2Tτ_z G) dW with a constant antisymmetric J "
+                f"(`{c.get('skew')}` skew, scale {c.get('skew_scale')}): the same stationary law, probability currents")
+    else:
+        what = (f"underdamped: momentum units v beside the value units (friction γ_f = {c.get('friction')}, mass "
+                f"M = {c.get('mass')}), stationary law p(z | x) ⊗ N(0, T M)")
+    return [f"- Sampler family of the circuit rows: **{fam}** ({what}); the discrete rows keep the paper's "
+            f"overdamped chain, so τ and ESS in the table above compare the two families on the same model "
+            f"(docs/circuits_dynamics.md; `sims/sweep.py --sweep dynamics` measures speed against dissipation)."]
+
+
 def curves_table(report: dict) -> list[str]:
     """Per row: its learning curve (metric at each measured step, seed by seed), the flag at its end, and its
     encoder's aggregate posterior (variance relative to the prior's, KL to the prior) -- the properties the verdict
@@ -514,6 +530,7 @@ def _methods_section(report: dict) -> list[str]:
         *posterior_table(report),
         "",
         _precond_line(report),
+        *_dynamics_line(c),
         f"- {c['posterior_chains']} test images, {c['posterior_steps']} steps (circuit dt = {c['step_size'] * c['tau_z']:.3g} s, "
         f"τ_z = {c['tau_z']} s, τ_e = {c['tau_e']} s{' = adiabatic error units' if not c['tau_e'] else ''}; a noise preset's "
         f"time-constant model may override them); the second half of each run is treated as stationary; log p and recon MSE "
