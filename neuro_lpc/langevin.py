@@ -317,17 +317,13 @@ class LangevinSampler:
 
     def _sample_ula(self, model, x, z0, record_every, generator, accumulate_grad, grad_scale, track_moments):
         J = self.skew_for(model, x, z0, generator)
-        if J is not None or self.dynamics != "overdamped":
-            res = self._sample_ula_eager(model, x, z0, record_every, generator, accumulate_grad, grad_scale,
-                                         track_moments, J)
-            if self.fast is not None:
-                res.path = f"eager: {fast_unavailable_reason(self, record_every, z0.device)}"
-            return res
-        if self.fast is not None:   # neuro_lpc.fast: fused preconditioner / CUDA graphs; None = not applicable here
+        if self.fast is not None and J is None and self.dynamics == "overdamped":
+            # neuro_lpc.fast: fused preconditioner / CUDA graphs; None = not applicable here
             res = sample_fast(self, model, x, z0, record_every, generator, accumulate_grad, grad_scale, track_moments)
             if res is not None:
                 return res
-        res = self._sample_ula_eager(model, x, z0, record_every, generator, accumulate_grad, grad_scale, track_moments)
+        res = self._sample_ula_eager(model, x, z0, record_every, generator, accumulate_grad, grad_scale,
+                                     track_moments, J)
         if self.fast is not None:
             res.path = f"eager: {fast_unavailable_reason(self, record_every, z0.device)}"
         return res
@@ -348,21 +344,10 @@ class LangevinSampler:
         freeze_at = self.warmup_steps() if beta is not None else None   # "frozen": G held from this step on
         gain = G_frozen = sd_frozen = None
         for t in range(1, T + 1):
-            z.requires_grad_(True)
-            with torch.enable_grad():
-                lj = model.log_joint(x, z)
-                if accumulate_grad:
-                    torch.autograd.backward(lj.sum(), inputs=[z, *params])
-                    s = z.grad
-                else:
-                    (s,) = torch.autograd.grad(lj.sum(), z)
-            z = z.detach()
+            lj, s = self._score_step(model, x, z, params, accumulate_grad)
             if accumulate_grad:
-                lj_total += lj.detach().sum()
-            if record_every is not None and (t - 1) % record_every == 0 and t > 1:
-                k = (t - 1) // record_every - 1
-                lj_tr[k] = lj.detach()
-                sn_tr[k] = s.norm(dim=1)
+                lj_total += lj.sum()
+            self._record_score(t, record_every, lj, s, lj_tr, sn_tr)
             n = shard_randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)  # torch.randn off DDP
             if beta is None:
                 z.add_(s, alpha=gamma).add_(n, alpha=noise_scale)
@@ -383,17 +368,7 @@ class LangevinSampler:
                     gain = G_frozen
             if J is not None:                               # "nonreversible": + gamma J s (rows: s J^T)
                 z.add_(s @ J.T, alpha=gamma)
-            if track_moments:
-                z_sum.add_(z)
-                z_sq.addcmul_(z, z)
-            if record_every is not None and t % record_every == 0:
-                z_tr[t // record_every - 1] = z
-            watch.note(z, t, lj)
-            if t % self.check_every == 0 or t == T:
-                found = watch.first_bad_chain(t)
-                if found is not None:
-                    self._restore_param_grads(params, stash)
-                    raise_divergence(z, found[0], chain=found[1], model=model, x=x)
+            self._end_of_step(t, z, lj, record_every, z_tr, z_sum, z_sq, watch, params, stash, model, x)
         if record_every is not None and T % record_every == 0:
             self._record_final_state(model, x, z, lj_tr, sn_tr)
         if accumulate_grad:
@@ -413,6 +388,29 @@ class LangevinSampler:
             else:
                 (s,) = torch.autograd.grad(lj.sum(), z)
         return lj.detach(), s
+
+    @staticmethod
+    def _record_score(t, record_every, lj, s, lj_tr, sn_tr) -> None:
+        """Record k's log-joint and score norm at z(t-1): those step t computes anyway (the final state's are
+        evaluated after the loop)."""
+        if record_every is not None and (t - 1) % record_every == 0 and t > 1:
+            k = (t - 1) // record_every - 1
+            lj_tr[k], sn_tr[k] = lj, s.norm(dim=1)
+
+    def _end_of_step(self, t, z, lj, record_every, z_tr, z_sum, z_sq, watch, params, stash, model, x) -> None:
+        """After step t of any family: the running moments, the z record, and the finite-value watch (a host check
+        every ``check_every`` steps and at the last; a diverged chain restores the set-aside gradients and raises)."""
+        if z_sum is not None:
+            z_sum.add_(z)
+            z_sq.addcmul_(z, z)
+        if record_every is not None and t % record_every == 0:
+            z_tr[t // record_every - 1] = z
+        watch.note(z, t, lj)
+        if t % self.check_every == 0 or t == self.steps:
+            found = watch.first_bad_chain(t)
+            if found is not None:
+                self._restore_param_grads(params, stash)
+                raise_divergence(z, found[0], chain=found[1], model=model, x=x)
 
     def _underdamped_constants(self, z0, generator, v0=None):
         """(1/M, c = exp(-gamma_f h / M), sqrt(T (1 - c^2) M), v(0)) for BAOAB, each (d,) / (B, d); v(0) is a copy
@@ -450,25 +448,13 @@ class LangevinSampler:
             lj, s = self._score_step(model, x, z, params, accumulate_grad)
             if accumulate_grad:
                 lj_total += lj.sum()
-            if record_every is not None and (t - 1) % record_every == 0 and t > 1:
-                k = (t - 1) // record_every - 1
-                lj_tr[k], sn_tr[k] = lj, s.norm(dim=1)
+            self._record_score(t, record_every, lj, s, lj_tr, sn_tr)
             v.add_(s, alpha=h if t > 1 else 0.5 * h)              # B (closing of step t-1) + B (opening of t)
             z.addcmul_(half_m, v)                                   # A
             xi = shard_randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
             v.mul_(c).addcmul_(o_sd, xi)                            # O: exact OU step
             z.addcmul_(half_m, v)                                   # A
-            if track_moments:
-                z_sum.add_(z)
-                z_sq.addcmul_(z, z)
-            if record_every is not None and t % record_every == 0:
-                z_tr[t // record_every - 1] = z
-            watch.note(z, t, lj)
-            if t % self.check_every == 0 or t == T:
-                found = watch.first_bad_chain(t)
-                if found is not None:
-                    self._restore_param_grads(params, stash)
-                    raise_divergence(z, found[0], chain=found[1], model=model, x=x)
+            self._end_of_step(t, z, lj, record_every, z_tr, z_sum, z_sq, watch, params, stash, model, x)
         lj_end, s_end = model.log_joint_and_score(x, z)
         v.add_(s_end, alpha=0.5 * h)                                # the last B
         if record_every is not None and T % record_every == 0:
