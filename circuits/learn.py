@@ -362,17 +362,19 @@ class CircuitTrainer(Trainer):
 
     def _local_step(self) -> None:
         """in-memory-local: the arrays' local pulsed update (``circuits.local_update``) from the presentation's edge
-        signals, plain SGD at the global rate for the other decoder and likelihood parameters (no per-weight state),
-        Adam for the encoder only."""
+        signals and plain SGD for the decoder's parameters off the arrays (no per-weight state), both at the decoder's
+        rate (``decoder_lr``, else ``lr``; times the schedule); the digital parameters off the decoder (the
+        likelihood's sigma, the encoder) keep Adam at ``lr``: the split of the digital twin,
+        ``TrainConfig.optimizer = "sgd"`` (``neuro_lpc.train.SGDThenAdam``)."""
         layers, recorder, pcfg, tt = self.local
-        lr = self.config.lr * self.lr_factor()
+        lr = self.decoder_rate()
         covered = set(self.array.names)
         with torch.no_grad():
-            for n, p in self.model.named_parameters():
-                if p.grad is not None and not (n.startswith("decoder.") and n[len("decoder."):] in covered):
+            for n, p in self.model.decoder.named_parameters():
+                if p.grad is not None and n not in covered:
                     p.add_(p.grad, alpha=-lr)
                 p.grad = None
-        super()._clip_and_step()              # the encoder's Adam step (the model's grads are None: skipped)
+        super()._clip_and_step()              # Adam on the likelihood and the encoder (the decoder's grads are None)
         local_update(self.array if tt is None else tt.fast, recorder, layers, lr, pcfg, self.pulse_gen)
         if tt is not None:     # Tiki-Taka: the fast array's columns onto the slow one the circuit reads
             tt.step(self.array, pcfg, lr, self.pulse_gen)
@@ -450,10 +452,36 @@ class CircuitTrainer(Trainer):
         # digital weights differ from them on an array (drift without compensation scales every layer by ~0.77 at
         # 1 h, and the digital loss of the device's chain then climbs while the device's falls; issue 14)
         edges = self.local[1] if self.local is not None else contextlib.nullcontext()
-        with torch.no_grad(), edges:     # in-memory-local: the arrays' edge signals, where the theta-gradient accrues
-            return self.circuit.simulate(x, z0, steps=cfg.resolved_steps, record_every=cfg.record_every,
-                                         generator=self.generator, accumulate_grad=accumulate, online_lr=online_lr,
-                                         records="device")
+        frozen = self.local_weights_without_grad()
+        for p in frozen:                 # in-memory-local: the local rule replaces their autograd gradients
+            p.requires_grad_(False)
+        try:
+            with torch.no_grad(), edges:  # in-memory-local: the arrays' edge signals, where the theta-gradient accrues
+                return self.circuit.simulate(x, z0, steps=cfg.resolved_steps, record_every=cfg.record_every,
+                                             generator=self.generator, accumulate_grad=accumulate, online_lr=online_lr,
+                                             records="device")
+        finally:
+            for p in frozen:
+                p.requires_grad_(True)
+
+    skip_local_weight_grads = True       # in-memory-local: leave the array weights' autograd gradients out (speed)
+
+    def local_weights_without_grad(self) -> list:
+        """in-memory-local: the array-covered weights whose autograd gradients the presentation can leave out -- the
+        local rule writes them from the edge signals instead (a third fewer matrix products in the learning backward).
+        Only where every mapped layer keeps a bias that still takes a gradient (off the array): then the parameter
+        pass still runs back through every mapped layer's output, where ``EdgeRecorder`` reads d. Else none."""
+        if self.local is None or not self.skip_local_weight_grads:
+            return []
+        layers = self.local[0]
+        covered = set(layers)
+        params = dict(self.model.decoder.named_parameters())
+        weights = [n for n, (kind, _) in layers.items() if kind == "weight"]
+        for n in weights:
+            bias = n.rpartition(".")[0] + ".bias"
+            if bias in covered or bias not in params or not params[bias].requires_grad:
+                return []
+        return [params[n] for n in weights if params[n].requires_grad]
 
     def presented_model(self):
         """The model as the last presentation read it: the decoder with the weights the circuit read at its start

@@ -17,6 +17,11 @@ Sweeps (all on one trained model, from --model or trained once and cached in the
   * ``dynamics``    — sampler families (overdamped, non-reversible, underdamped): ESS per gradient evaluation against
                       entropy production on the linear case and the decoder, and (``--train``) learning with each
                       family; its own CSV / PNG / markdown report (``circuits.sweep_dynamics``, docs/dynamics.md).
+  * ``devices``     — learning in memory with the arrays' local pulsed rule (``in-memory-local``) on device presets
+                      (ideal pulsed, PCM-like, ReRAM-like asymmetric with and without Tiki-Taka) against its plain-SGD
+                      digital twin at the main job's budget over ``--seeds``, and the PCM-like row's deploy-time
+                      curve with the accumulated 1/f noise; its own CSV / PNG / samples / report
+                      (``circuits.sweep_devices``, docs/learning_modes.md).
 Each row holds the setting, the posterior diagnostics of ``circuits.study.posterior_summary``
 (log p(x, z), reconstruction error, ESS per unit time, ...), ``diverged`` and wall time.
 """
@@ -35,8 +40,9 @@ from neuro_lpc.errors import DivergenceError
 
 from .study import StudyConfig, fit_cached, posterior_summary, train_config
 
-SWEEPS = ("temperature", "noise", "step", "tau", "sources", "learning-sources", "deploy-time", "dynamics")
-DEFAULT_SWEEPS = SWEEPS[:-1]     # "dynamics" (long: its own chains and trainings) runs only when named
+SWEEPS = ("temperature", "noise", "step", "tau", "sources", "learning-sources", "deploy-time", "dynamics", "devices")
+DEFAULT_SWEEPS = SWEEPS[:-2]     # "dynamics" and "devices" (long: their own trainings) run only when named
+OWN_MODEL_SWEEPS = ("devices",)  # train their own models: the sweeps' shared discrete-LPC model is not needed
 DEPLOY_SUBSETS = ("weight_programming", "drift", "weight_read", "weights", "analog")
 
 
@@ -59,6 +65,8 @@ class SweepConfig:
     n_samples: int = 500
     seeds: int = 1                 # dynamics sweep (--train): training seeds per family
     dyn_steps: int = 20000         # dynamics sweep: steps (= gradient evaluations) of each decoder chain
+    local_lr: float = 2e-4         # devices sweep: the decoder's rate (local rule and the twin's plain SGD): the largest
+                                   # of 3e-5 / 1e-4 / 2e-4 / 3e-4 at which the twin trains (3e-4 diverges; learning_modes.md)
 
     def validate(self) -> "SweepConfig":
         """Every field's type and range (one-line ValueError naming it), before any work; returns self."""
@@ -87,6 +95,7 @@ class SweepConfig:
         check_learning_mode(self.learning)
         check_int("seeds", self.seeds, hi=10)
         check_int("dyn_steps (--dyn-steps)", self.dyn_steps, lo=100, hi=LIMITS["steps"])
+        check_number("local_lr (--local-lr)", self.local_lr, lo=0, lo_open=True)
         return self
 
     def values(self, sweep: str) -> list:
@@ -205,14 +214,22 @@ def run_sweeps(cfg: SweepConfig, log=print) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
     write_run_metadata(out, asdict(cfg), name="sweep_config.json")
+    files = {}
+    if "devices" in cfg.sweeps:
+        from .sweep_devices import run_devices_sweep
+
+        files["devices"] = run_devices_sweep(cfg, out, device, log)
+    if all(s in OWN_MODEL_SWEEPS for s in cfg.sweeps):
+        return files
     model, encoder = _model(cfg, out, device)
     _, test, _ = load_dataset("animal-mnist")
     x, _ = dataset_tensor(test, cfg.chains)
     x = x.to(device)
     with torch.no_grad():
         z0 = encoder(x)[0]
-    files = {}
     for sweep in cfg.sweeps:
+        if sweep in OWN_MODEL_SWEEPS:
+            continue
         if sweep == "dynamics":      # its own rows, CSV, plot and report
             from .sweep_dynamics import run_dynamics_sweep
 
@@ -356,7 +373,7 @@ def build_parser():
     p = OneLineParser(description="Sweeps of noise amplitude / temperature, Langevin step size with and "
                                   "without preconditioning (paper Fig. 4), and time constants.")
     p.add_argument("--sweep", nargs="+", default=list(DEFAULT_SWEEPS),
-                   help=f"which sweeps: {' '.join(SWEEPS)} (default: all but dynamics)")
+                   help=f"which sweeps: {' '.join(SWEEPS)} (default: all but dynamics and devices)")
     p.add_argument("--out", default="runs/sweep")
     p.add_argument("--model", help="a trained discrete-LPC checkpoint")
     p.add_argument("--quick", action="store_true")
@@ -366,7 +383,10 @@ def build_parser():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--learning", default="hardware-aware", help="learning-sources sweep: deploy | hardware-aware | in-memory")
     p.add_argument("--train-batches", type=int, default=60, help="learning-sources sweep: batches per training")
-    p.add_argument("--seeds", type=int, default=1, help="dynamics sweep with --train: training seeds per family")
+    p.add_argument("--seeds", type=int, default=1, help="dynamics sweep with --train: training seeds per family; "
+                                                         "devices sweep: training seeds per row")
+    p.add_argument("--local-lr", type=float, default=2e-4,
+                   help="devices sweep: the decoder's learning rate of the local rule and of its plain-SGD twin")
     p.add_argument("--dyn-steps", type=int, default=20000, help="dynamics sweep: gradient evaluations per chain")
     return p
 
@@ -380,7 +400,7 @@ def prepare(argv=None) -> SweepConfig:
     a = build_parser().parse_args(argv)
     cfg = SweepConfig(sweeps=tuple(a.sweep), out=a.out, model=a.model, quick=a.quick, train=a.train, device=a.device,
                       seed=a.seed, learning=a.learning, train_batches=a.train_batches, seeds=a.seeds,
-                      dyn_steps=a.dyn_steps).validate()
+                      dyn_steps=a.dyn_steps, local_lr=a.local_lr).validate()
     resolve_device(cfg.device)
     if cfg.model is not None:
         if not Path(cfg.model).is_file():

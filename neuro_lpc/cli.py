@@ -14,6 +14,10 @@ _FLAGS = {
     "data_root": (str, "folder holding torchvision data sets"), "epochs": (int, "number of epochs"),
     "batch_size": (int, "batch size (paper: 64)"), "lr": (float, "Adam learning rate (paper: 1e-3)"),
     "lr_schedule": (str, "constant (paper) | cosine (decays to 0 over the run)"),
+    "decoder_lr": (float, "the decoder's learning rate where it differs from --lr (the rate of --optimizer sgd and of "
+                          "--learning in-memory-local)"),
+    "optimizer": (str, "adam (paper, default) | sgd: plain SGD on the decoder, Adam on the likelihood and encoder (the "
+                       "digital twin of --learning in-memory-local)"),
     "latent_dim": (int, "latent dimension (paper: 40)"),
     "architecture": (str, "decoder/encoder: conv (the paper's Table 2, default) | mlp (40-512-512-image, CPU-sized)"), "likelihood": (str, "discretized_gaussian | gaussian | bernoulli"),
     "langevin_steps": (int, "Langevin steps T per batch (paper: 300)"), "step_size": (float, "Langevin step size gamma"),

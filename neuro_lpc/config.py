@@ -12,6 +12,7 @@ from pathlib import Path
 
 
 LR_SCHEDULES = ("constant", "cosine")
+OPTIMIZERS = ("adam", "sgd")          # TrainConfig.optimizer: the decoder's optimiser (likelihood and encoder: always Adam)
 
 
 @dataclass
@@ -25,6 +26,12 @@ class TrainConfig:
     epochs: int = 1
     batch_size: int = 64                     # Table 3
     lr: float = 1e-3                         # Table 3 (Adam), decoder and encoder
+    optimizer: str = "adam"                  # adam (Table 3: decoder, likelihood and encoder) | sgd: plain SGD (no momentum,
+                                             # no per-weight state) on the decoder, Adam on the likelihood and the
+                                             # encoder: the digital twin of the in-memory-local rule (issue 17)
+    decoder_lr: float | None = None          # the decoder's learning rate where it differs from lr (None: lr); the rate of
+                                             # optimizer="sgd"'s SGD and of in-memory-local's arrays (plain SGD needs a
+                                             # far smaller rate than Adam: docs/learning_modes.md)
     lr_schedule: str = "constant"            # constant (the paper) | cosine: lr * (1 + cos(pi * progress)) / 2, progress =
                                              # optimiser steps / the run's total (of the wall budget with max_wall_s)
     latent_dim: int = 40                     # Table 2
@@ -85,6 +92,7 @@ class TrainConfig:
             raise ValueError(f"unknown likelihood {self.likelihood!r}; choose one of {sorted(LIKELIHOODS)}")
         check_choice("noise_form", self.noise_form, ("correct", "literal"))
         check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
         check_int("epochs", self.epochs, hi=LIMITS["epochs"])
         check_int("batch_size", self.batch_size, hi=LIMITS["batch_size"])
         check_int("langevin_steps", self.langevin_steps, hi=LIMITS["steps"])
@@ -97,6 +105,7 @@ class TrainConfig:
         check_int("checkpoint_every_steps", self.checkpoint_every_steps, hi=LIMITS["batches"], allow_none=True)
         check_choice("fast", self.fast, ("fused", "graphs"), allow_none=True)
         check_number("checkpoint_every_s", self.checkpoint_every_s, lo=0, lo_open=True, allow_none=True, unit=" (seconds)")
+        check_number("decoder_lr", self.decoder_lr, lo=0, lo_open=True, allow_none=True)
         for name in ("lr", "step_size", "likelihood_sigma", "prior_std", "precondition_delta"):
             check_number(name, getattr(self, name), lo=0, lo_open=True)
         check_bool("learn_sigma", self.learn_sigma)

@@ -151,6 +151,50 @@ class _TrainingClock:
         return budget is not None and time.perf_counter() - self.t0 - self.hooks_s >= budget
 
 
+class SGDThenAdam:
+    """``TrainConfig.optimizer = "sgd"``: plain SGD, p <- p - lr g (no momentum, no weight decay: no per-weight state),
+    on the decoder's parameters, and Adam on the rest (the likelihood's sigma and the encoder). The fair digital twin
+    of ``in-memory-local`` (circuits.local_update), whose arrays (the decoder) carry no optimiser state either, while
+    the digital parameters off the arrays (the warm start's amortiser, the output noise level) keep their Adam.
+    One ``param_groups`` list over both (the lr schedule sets them all)."""
+
+    def __init__(self, sgd_params: list, adam_params: list, lr: float, sgd_lr: float | None = None):
+        self.sgd = torch.optim.SGD(sgd_params, lr=lr if sgd_lr is None else sgd_lr)
+        self.adam = torch.optim.Adam(adam_params, lr=lr)
+        self.param_groups = self.sgd.param_groups + self.adam.param_groups
+
+    def step(self) -> None:
+        self.sgd.step()
+        self.adam.step()
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.sgd.zero_grad(set_to_none=set_to_none)
+        self.adam.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self) -> dict:
+        return {"sgd": self.sgd.state_dict(), "adam": self.adam.state_dict()}
+
+    def load_state_dict(self, sd: dict) -> None:
+        if set(sd) != {"sgd", "adam"}:
+            raise ValueError("the checkpoint's optimiser state is not optimizer='sgd''s (SGD + Adam)")
+        self.sgd.load_state_dict(sd["sgd"])
+        self.adam.load_state_dict(sd["adam"])
+
+
+def make_optimizer(kind: str, model: GenerativeModel, encoder: nn.Module, lr: float, decoder_lr: float | None = None):
+    """The trainer's optimiser (``TrainConfig.optimizer``): "adam" over model and encoder (Table 3) or "sgd"
+    (:class:`SGDThenAdam`: SGD on the decoder, Adam on the likelihood and the encoder). The decoder's parameters run
+    at ``decoder_lr`` (None: ``lr``), every other at ``lr``; param group 0 is the decoder's."""
+    dec = {id(p) for p in model.decoder.parameters()}
+    rest = [p for p in model.parameters() if id(p) not in dec]
+    if kind == "sgd":
+        return SGDThenAdam(list(model.decoder.parameters()), rest + list(encoder.parameters()), lr, decoder_lr)
+    if decoder_lr is None:    # Table 3's one rate: two groups, as every checkpoint before decoder_lr existed
+        return torch.optim.Adam([{"params": list(model.parameters())}, {"params": list(encoder.parameters())}], lr=lr)
+    return torch.optim.Adam([{"params": list(model.decoder.parameters()), "lr": decoder_lr}, {"params": rest},
+                             {"params": list(encoder.parameters())}], lr=lr)
+
+
 class Trainer:
     """Common loop; subclasses implement ``train_step(x) -> dict`` of float-able metrics."""
 
@@ -162,8 +206,7 @@ class Trainer:
         self.model = model.to(self.device)
         self.encoder = encoder.to(self.device)
         self.out_dir = Path(out_dir) if out_dir is not None else None
-        self.optimizer = torch.optim.Adam(
-            [{"params": list(self.model.parameters())}, {"params": list(self.encoder.parameters())}], lr=config.lr)
+        self.optimizer = make_optimizer(config.optimizer, self.model, self.encoder, config.lr, config.decoder_lr)
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
         self.epoch = 0
         self.global_step = 0
@@ -200,10 +243,15 @@ class Trainer:
             p = self.global_step / total if total else 0.0
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, max(0.0, p))))
 
+    def decoder_rate(self) -> float:
+        """The decoder's learning rate at this step: ``config.decoder_lr`` (None: ``config.lr``) times the schedule."""
+        c = self.config
+        return (c.lr if c.decoder_lr is None else c.decoder_lr) * self.lr_factor()
+
     def _set_lr(self) -> None:
         f = self.lr_factor()
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.config.lr * f
+        for i, group in enumerate(self.optimizer.param_groups):   # group 0: the decoder's where decoder_lr is set
+            group["lr"] = self.decoder_rate() if i == 0 and self.config.decoder_lr is not None else self.config.lr * f
 
     # ---------------------------------------------------------- checkpoints
     def rng_generators(self) -> dict[str, torch.Generator]:

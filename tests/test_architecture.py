@@ -56,6 +56,7 @@ LAYERS = {
         ["brian.*"],
         ["study.*"],
         ["sweep_dynamics"],
+        ["sweep_devices"],
         ["sweep"],
         ["cli"],
         ["__init__"],

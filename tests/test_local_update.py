@@ -312,11 +312,10 @@ def test_the_mode_is_registered():
 
 def test_ideal_pulsed_local_learning_matches_a_plain_sgd_digital_twin(animal):
     """A tiny linear decoder: the local rule with an ideal pulsed device in the SGD limit (expected counts,
-    dw_min -> 0, no spread, asymmetry or noise) gives the weights of the same trainer with plain SGD on the circuit's
-    accumulated theta-gradient (the digital twin), step for step."""
+    dw_min -> 0, no spread, asymmetry or noise) gives the weights (decoder and encoder) of the same trainer with
+    ``optimizer="sgd"`` (plain SGD on the circuit's accumulated theta-gradient: the digital twin), step for step."""
     (m1, e1), (m2, e2) = linear_image_model(), linear_image_model()
-    twin = CircuitTrainer(m1, e1, cfg("ideal"))
-    twin.optimizer = torch.optim.SGD(list(m1.parameters()), lr=0.002)
+    twin = CircuitTrainer(m1, e1, cfg("ideal", optimizer="sgd"))      # TrainConfig.optimizer: the digital twin
     local = CircuitTrainer(m2, e2, cfg({"preset": "ideal", "sources": [{"type": "pulsed", **IDEAL}]},
                                        learning="in-memory-local", pulse_update={"expected": True}))
     w0 = m1.decoder[0].weight.detach().clone()
@@ -324,7 +323,8 @@ def test_ideal_pulsed_local_learning_matches_a_plain_sgd_digital_twin(animal):
     local.fit(animal, progress=False)
     moved = float((m1.decoder[0].weight.detach() - w0).abs().max())
     assert moved > 1e-3
-    for (n, a), (_, b) in zip(m1.named_parameters(), m2.named_parameters()):
+    for (n, a), (_, b) in zip([*m1.named_parameters(), *e1.named_parameters()],
+                              [*m2.named_parameters(), *e2.named_parameters()]):
         torch.testing.assert_close(b, a, rtol=0, atol=1e-5 * moved, msg=lambda m, n=n: f"{n}: {m}")
 
 
@@ -450,3 +450,35 @@ def test_bad_transfer_options_are_refused_in_one_line():
         PulseUpdateConfig(n_reads_per_transfer=0).validate()
     with pytest.raises(ValueError, match="chunk must be an integer >= 1"):
         PulseUpdateConfig(chunk=0.5).validate()
+
+
+def test_leaving_the_array_weights_autograd_gradients_out_changes_nothing(animal, monkeypatch):
+    """``CircuitTrainer.skip_local_weight_grads`` (the speed path): the presentation's parameter pass leaves the
+    array-covered weights out (the learning run's parameter list holds the biases and sigma only -- recorded), and
+    the weights after 3 batches of drawn pulse trains equal those with every autograd gradient computed: the local
+    rule reads d at each layer's output either way."""
+    import circuits.run as run_mod
+    from problems import tiny_image_model
+
+    seen = []
+    orig = run_mod.CircuitRun._init_learning
+
+    def spy(self):
+        orig(self)
+        seen.append(sorted(tuple(p.shape) for p in self.learn_params))
+    monkeypatch.setattr(run_mod.CircuitRun, "_init_learning", spy)
+    out = {}
+    for skip in (True, False):
+        model, enc = tiny_image_model(8, 0, 0.3, learn_sigma=True)
+        tr = CircuitTrainer(model, enc, cfg({"preset": "ideal", "sources": [{"type": "pulsed", "dw_min_dtod": 0.0}]},
+                                            learning="in-memory-local", lr=0.002))
+        tr.skip_local_weight_grads = skip
+        assert bool(tr.local_weights_without_grad()) == skip
+        seen.clear()
+        tr.fit(animal, progress=False)
+        dims = {len(s) for shapes in seen for s in shapes}
+        assert (2 in dims) == (not skip), seen[0]          # weight matrices in the parameter pass only without skip
+        out[skip] = {n: p.detach().clone() for n, p in model.named_parameters()}
+        assert all(p.requires_grad for p in model.parameters())      # restored after each presentation
+    for n in out[True]:
+        torch.testing.assert_close(out[True][n], out[False][n], rtol=0, atol=1e-6, msg=n)

@@ -21,6 +21,7 @@ import torch
 
 import circuits.study.run as study_run
 import circuits.sweep as sweep
+import circuits.sweep_devices as sdev
 import neuro_lpc.data
 import neuro_lpc.train
 from circuits import cli as circuit_cli
@@ -110,6 +111,8 @@ SHARED_CASES = [
     ("batch_size", ["--batch-size", "8"], [], _loader_batches, (8, N_IMAGES // 8)),
     ("lr", ["--lr", "0.005"], [], lambda t, s: [g["lr"] for g in t.optimizer.param_groups], [0.005, 0.005]),
     ("lr_schedule", ["--lr-schedule", "cosine"], [], lambda t, s: _cosine_at_half(t), pytest.approx(0.5, abs=1e-15)),
+    ("optimizer", ["--optimizer", "sgd"], [], lambda t, s: type(t.optimizer).__name__, "SGDThenAdam"),
+    ("decoder_lr", ["--decoder-lr", "0.0002"], [], lambda t, s: (t.decoder_rate(), t.config.lr), (2e-4, 1e-3)),
     ("latent_dim", ["--latent-dim", "6"], [], lambda t, s: _latent(t), (6, 6)),
     ("architecture", ["--architecture", "mlp"], [], lambda t, s: type(t.model.decoder).__name__, "MLPDecoder"),
     ("warm_start", ["--warm-start", "none"], [], lambda t, s: (_start(t), t.config.warm_start), ("prior", "none")),
@@ -259,6 +262,17 @@ def _circuit(cfg):
     return circuit_config_for(cfg, "ideal", "cpu")
 
 
+def _local_row(cfg):
+    """The in-memory-local row's training config: (decoder rate, lr, learning mode, whether a feedback_mismatch source
+    is left)."""
+    from types import SimpleNamespace
+
+    from circuits.study.methods import local_overrides
+    o = local_overrides(SimpleNamespace(cfg=cfg, noise=resolve_noise(cfg)))
+    tc = train_config(cfg, "lpc", **{k: v for k, v in o.items() if k == "decoder_lr"})
+    return tc.decoder_lr, tc.lr, o["learning"], any(s["type"] == "feedback_mismatch" for s in o["noise"]["sources"])
+
+
 def _replicas(cfg):
     return [m.name for m in with_seed_replicas(default_methods(cfg), cfg.seeds) if m.replica_of]
 
@@ -288,7 +302,8 @@ STUDY_CASES = [
     ("preconditioner", ["--preconditioner", "frozen"], [],
      lambda c: (sampler_for(c).preconditioner, _circuit(c).preconditioner), ("frozen", "frozen")),
     ("learning", ["--learning", "all"], [], lambda c: [m.name for m in default_methods(c) if m.kind == "circuit"],
-     ["circuit-ideal", "circuit", "circuit-deploy", "circuit-in-memory"]),
+     ["circuit-ideal", "circuit", "circuit-deploy", "circuit-in-memory", "circuit-in-memory-local"]),
+    ("local_lr", ["--local-lr", "3e-5"], [], _local_row, (3e-5, 2e-3, "in-memory-local", False)),
     ("skip", ["--skip", "pc,vae"], [], lambda c: c.skip, ["pc", "vae"]),
     ("n_samples", ["--n-samples", "300"], [], lambda c: samples_per_row(c, {})("pc"), 300),
     ("langevin_steps", ["--langevin-steps", "7"], [], lambda c: train_config(c, "lpc").langevin_steps, 7),
@@ -346,6 +361,9 @@ SWEEP_CASES = [
     ("train_batches", ["--train-batches", "5"], [], lambda c, p: c.train_batches, 5),
     ("seeds", ["--seeds", "2"], [], lambda c, p: c.seeds, 2),
     ("dyn_steps", ["--dyn-steps", "500"], [], lambda c, p: c.dyn_steps, 500),
+    ("local_lr", ["--local-lr", "3e-5"], [],
+     lambda c, p: [(sdev.row_config(k, 0, c).decoder_lr, sdev.row_config(k, 0, c).lr) for k in ("twin", "ideal")],
+     [(3e-5, 2e-3)] * 2),
 ]
 
 

@@ -142,8 +142,8 @@ def test_config_prior_std_reaches_the_model():
 
 # ------------------------------------------------------------- TrainConfig -> the trainer's chain ----
 
-def _lpc_trainer(**kw):
-    model, _ = linear_model(3, 5, sigma=0.5, seed=11)
+def _lpc_trainer(learn_sigma=False, **kw):
+    model, _ = linear_model(3, 5, sigma=0.5, seed=11, learn_sigma=learn_sigma)
     torch.manual_seed(2)
     enc = MLPEncoder(5, 3, hidden=8).double()
     base = dict(batch_size=4, latent_dim=3, likelihood="gaussian", device="cpu", seed=4, sample_grid=0,
@@ -188,6 +188,55 @@ def test_cosine_lr_schedule_sets_the_optimisers_rate():
         K = 8                                                     # 2 epochs of 16 / 4 batches
         want = [1e-2 * (1 + math.cos(math.pi * k / K)) / 2 if schedule == "cosine" else 1e-2 for k in range(K)]
         assert seen == pytest.approx(want, rel=1e-12), schedule
+
+
+@pytest.mark.parametrize("decoder_lr", [None, 4e-4])
+def test_optimizer_sgd_is_plain_sgd_on_the_decoder_and_adam_on_the_rest(decoder_lr):
+    """TrainConfig.optimizer = "sgd" (the digital twin of in-memory-local): one step moves every decoder parameter by
+    exactly -lr_d g (plain SGD, no state) and every likelihood and encoder parameter by Adam's first step
+    -lr g / (|g| + eps) (bias-corrected moments of one gradient); "adam" moves the decoder by Adam's step too.
+    TrainConfig.decoder_lr = lr_d sets the decoder's rate only (None: lr_d = lr), under either optimiser."""
+    x = torch.randn(4, 5, generator=torch.Generator().manual_seed(1), dtype=F64) * 3
+    lr = 1e-3
+    lr_d = lr if decoder_lr is None else decoder_lr
+    for kind in ("sgd", "adam"):
+        tr = _lpc_trainer(optimizer=kind, lr=lr, decoder_lr=decoder_lr, langevin_steps=3, learn_sigma=True)
+        before = {n: p.detach().clone() for n, p in tr.model.named_parameters()}
+        before.update({"enc." + n: p.detach().clone() for n, p in tr.encoder.named_parameters()})
+        grads, step = {}, tr.optimizer.step
+
+        def record_then_step():
+            grads.update({n: p.grad.clone() for n, p in tr.model.named_parameters() if p.grad is not None})
+            grads.update({"enc." + n: p.grad.clone() for n, p in tr.encoder.named_parameters() if p.grad is not None})
+            step()
+        tr.optimizer.step = record_then_step
+        tr.train_step(x)
+        after = dict(tr.model.named_parameters())
+        after.update({"enc." + n: p for n, p in tr.encoder.named_parameters()})
+        model_names = [n for n in grads if n.startswith("decoder.")]
+        assert model_names and any(n.startswith("likelihood.") for n in grads) and any(n.startswith("enc.") for n in grads)
+        for n, g in grads.items():
+            delta = after[n].detach() - before[n]
+            rate = lr_d if n.startswith("decoder.") else lr
+            want = -rate * g if (kind == "sgd" and n.startswith("decoder.")) else -rate * g / (g.abs() + 1e-8)
+            torch.testing.assert_close(delta, want, rtol=1e-6, atol=1e-12, msg=f"{kind}: {n}")
+        if kind == "sgd":    # the two steps really differ here (a gradient far from +-1)
+            g = grads[model_names[0]]
+            assert (g.abs() - 1).abs().max() > 0.1
+
+
+def test_decoder_lr_follows_the_schedule():
+    """decoder_lr with the cosine schedule: the decoder's group runs at decoder_lr (1 + cos(pi k / K)) / 2, the
+    other groups at lr times the same factor; ``Trainer.decoder_rate`` says the decoder's."""
+    x = torch.randn(16, 5, generator=torch.Generator().manual_seed(1), dtype=F64)
+    data = torch.utils.data.TensorDataset(x, torch.zeros(16))
+    tr = _lpc_trainer(lr_schedule="cosine", lr=1e-2, decoder_lr=1e-4, langevin_steps=2, epochs=1)
+    seen = []
+    tr.step_hooks.append(lambda t: seen.append([g["lr"] for g in t.optimizer.param_groups]))
+    tr.fit(data, progress=False)
+    for k, lrs in enumerate(seen):
+        f = (1 + math.cos(math.pi * k / 4)) / 2
+        assert lrs == pytest.approx([1e-4 * f] + [1e-2 * f] * (len(lrs) - 1), rel=1e-12)
 
 
 def test_grad_clip_clips_the_total_gradient_norm():

@@ -135,3 +135,17 @@ def test_report_names_the_circuit_rows_sampler_family_when_not_overdamped():
     rep["config"].update(dynamics="nonreversible", skew="random", skew_scale=0.3)
     line = [ln for ln in R.render_markdown(rep).splitlines() if ln.startswith("- Sampler family")]
     assert len(line) == 1 and "**nonreversible**" in line[0] and "`random` skew, scale 0.3" in line[0]
+
+
+def test_report_explains_the_in_memory_local_row_when_it_runs():
+    """--learning all (or naming in-memory-local): one line with the row's decoder rate (--local-lr), the Adam rate
+    of the rest, and its noise without feedback_mismatch; other learning lists add none."""
+    rep = _report(_table())
+    for learning in ("hardware-aware,deploy", "in-memory"):
+        rep["config"].update(learning=learning, local_lr=1e-4, lr=2e-3)
+        assert "in-memory-local row" not in R.render_markdown(rep)
+    for learning in ("all", "deploy, in-memory-local"):
+        rep["config"].update(learning=learning, local_lr=5e-5, lr=2e-3)
+        line = [ln for ln in R.render_markdown(rep).splitlines() if ln.startswith("- The in-memory-local row")]
+        assert len(line) == 1 and "decoder rate 5e-05" in line[0] and "Adam at 0.002" in line[0]
+        assert "without `feedback_mismatch`" in line[0]

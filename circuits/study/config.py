@@ -10,6 +10,8 @@ DEFAULT_NOISE = "analog"
 FEATURES = ("auto", "classifier", "inception")
 PRECONDITIONERS = ("adam", "frozen")
 ARCHITECTURE_CHOICES = ("auto", "mlp", "conv")
+STUDY_MODES = ("hardware-aware", "deploy", "in-memory", "in-memory-local")   # --learning all, in table order
+LOCAL_LR = 2e-4        # StudyConfig.local_lr: set from the plain-SGD twin's lr sweep (docs/learning_modes.md)
 
 # The budgets of the study (``--budget``): the fields each one sets (a flag given on the command line, or a field set
 # away from its default in code, wins).  Sizes and measurements: docs/study.md ("budgets") and bench/RESULTS.md.
@@ -58,8 +60,11 @@ class StudyConfig:
     train_workers: int | None = None           # rows training side by side in forked processes (None: as many
                                                # `threads`-thread processes as fit 2 cores; 1 = sequential)
     learning: str = "hardware-aware,deploy"    # analog learning modes of the circuit rows (circuits.modes): a comma list
-                                               # of deploy, hardware-aware, in-memory, or "all". Default: the two that fit
-                                               # the 10-minute CPU budget (deploy reuses discrete LPC's training)
+                                               # of deploy, hardware-aware, in-memory, in-memory-local, or "all". Default:
+                                               # the two that fit the 10-minute CPU budget (deploy reuses discrete LPC's
+                                               # training)
+    local_lr: float = LOCAL_LR                 # the in-memory-local row's decoder rate (its arrays' rule is plain SGD:
+                                               # no Adam state; Adam's lr diverges there -- docs/learning_modes.md)
     # training (same data, optimiser and optimiser-step budget for every method; VAE also at the same wall time)
     train_epochs: float | None = 5             # the budget's epochs of the training split (sets train_batches; None: use it)
     train_batches: int = 700                   # optimiser steps (5 epochs of animal-mnist at batch 64 = 700)
@@ -110,7 +115,7 @@ class StudyConfig:
         from ..modes import LEARNING_MODES
 
         if self.learning == "all":
-            return ["hardware-aware", "deploy", "in-memory"]
+            return list(STUDY_MODES)
         modes = [m.strip() for m in str(self.learning).split(",") if m.strip()]
         bad = [m for m in modes if m not in LEARNING_MODES]
         if bad or not modes:
@@ -218,6 +223,7 @@ def check_fields(cfg: StudyConfig) -> None:
         check_int("curve-points", cfg.curve_points, lo=0, hi=100)
         check_int("curve-samples", cfg.curve_samples, lo=cfg.k + 1 if isinstance(cfg.k, int) else 2, hi=LIMITS["samples"])
         check_number("lr", cfg.lr, lo=0, lo_open=True)
+        check_number("local-lr", cfg.local_lr, lo=0, lo_open=True)
         from neuro_lpc.config import LR_SCHEDULES
         check_choice("lr-schedule", cfg.lr_schedule, LR_SCHEDULES)
         if cfg.train_epochs is not None:

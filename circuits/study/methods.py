@@ -170,6 +170,9 @@ def mode_methods(cfg) -> list[Method]:
         name = "circuit" if i == 0 else f"circuit-{mode}"
         if mode == "deploy":
             train = train_deploy
+        elif mode == "in-memory-local":
+            def train(ctx, name=name):
+                return train_circuit(ctx, name=name, **local_overrides(ctx))
         else:
             def train(ctx, name=name, mode=mode):
                 return train_circuit(ctx, name=name, learning=mode)
@@ -179,6 +182,20 @@ def mode_methods(cfg) -> list[Method]:
         rows.append(Method(name, f"circuit · {label} · {mode}", "circuit", train, post if i == 0 else None,
                            pretrain=mode != "deploy", after=("discrete",) if mode == "deploy" else (), compared=True))
     return rows
+
+
+def local_overrides(ctx) -> dict:
+    """The in-memory-local row's training: the study's ``local_lr`` for the decoder (the arrays' local rule is plain
+    SGD: Adam's rate diverges there; the encoder and sigma keep Adam at ``lr``),
+    and the run's noise without ``feedback_mismatch`` -- a locally learning array reads its own transpose for the
+    error feedback (the backward read, with ``weight_read``'s noise where ``reads`` includes it), so there is no
+    separate feedback array to mismatch (circuits.learn refuses one in this mode)."""
+    from ..noise import NoiseModel
+
+    noise = ctx.noise if isinstance(ctx.noise, NoiseModel) else NoiseModel.resolve(ctx.noise)
+    d = noise.to_dict()
+    d["sources"] = [s for s in d["sources"] if s["type"] != "feedback_mismatch"]
+    return {"learning": "in-memory-local", "decoder_lr": ctx.cfg.local_lr, "noise": d}
 
 
 def default_methods(cfg) -> list[Method]:

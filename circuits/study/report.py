@@ -448,6 +448,19 @@ def _dynamics_line(c: dict) -> list[str]:
             f"(docs/circuits_dynamics.md; `sims/sweep.py --sweep dynamics` measures speed against dissipation)."]
 
 
+def _local_line(c: dict) -> list[str]:
+    """A line on the in-memory-local row (``--learning`` naming it, or all): what trains it and what it reads."""
+    modes = str(c.get("learning", ""))
+    if modes != "all" and "in-memory-local" not in [m.strip() for m in modes.split(",")]:
+        return []
+    return [f"- The in-memory-local row learns on the arrays themselves: each decoder weight matrix is written only by "
+            f"its array's local pulsed outer-product rule (aihwkit's stochastic pulse trains, BL 31) at the decoder "
+            f"rate {c.get('local_lr')} (`--local-lr`: the rule is plain SGD with no per-weight state, and Adam's rate "
+            f"diverges there); the encoder and σ keep Adam at {c.get('lr')}. Its noise is the run's without "
+            f"`feedback_mismatch`: such an array reads its own transpose for the error feedback. Its digital twin and "
+            f"the device presets: `sims/sweep.py --sweep devices` (docs/learning_modes.md)."]
+
+
 def curves_table(report: dict) -> list[str]:
     """Per row: its learning curve (metric at each measured step, seed by seed), the flag at its end, and its
     encoder's aggregate posterior (variance relative to the prior's, KL to the prior) -- the properties the verdict
@@ -531,6 +544,7 @@ def _methods_section(report: dict) -> list[str]:
         "",
         _precond_line(report),
         *_dynamics_line(c),
+        *_local_line(c),
         f"- {c['posterior_chains']} test images, {c['posterior_steps']} steps (circuit dt = {c['step_size'] * c['tau_z']:.3g} s, "
         f"τ_z = {c['tau_z']} s, τ_e = {c['tau_e']} s{' = adiabatic error units' if not c['tau_e'] else ''}; a noise preset's "
         f"time-constant model may override them); the second half of each run is treated as stationary; log p and recon MSE "

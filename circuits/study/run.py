@@ -584,9 +584,11 @@ def build_parser():
     p.add_argument("--preconditioner",
                    help="adam (Algorithm 1, default) | frozen (G held fixed after a warm-up: posterior-invariant)")
     p.add_argument("--learning", default="hardware-aware,deploy",
-                   help="analog learning modes of the circuit rows: deploy | hardware-aware | in-memory, a comma list, or "
-                        "all (default: hardware-aware,deploy -- in-memory adds a circuit training); matters when the noise "
-                        "model has weight devices (circuits.modes)")
+                   help="analog learning modes of the circuit rows: deploy | hardware-aware | in-memory | "
+                        "in-memory-local, a comma list, or all (default: hardware-aware,deploy -- the in-memory modes add a "
+                        "circuit training each); matters when the noise model has weight devices (circuits.modes)")
+    p.add_argument("--local-lr", type=float, help="the in-memory-local row's learning rate (plain SGD on the arrays; "
+                                                  "default 2e-4)")
     p.add_argument("--skip", default="", help="comma-separated method rows not to run, e.g. vae-wall,pc (reported as not run)")
     p.add_argument("--threads", type=int, help="torch threads for training and sampling (default 1: on a shared 2-core CPU "
                                                "a second thread slows batch-64 steps several-fold; metrics use all cores)")
@@ -627,7 +629,7 @@ def config_from_args(args) -> StudyConfig:
     cfg.apply_quick()
     for name in ("tau_z", "tau_e", "n_samples", "train_batches", "langevin_steps", "posterior_steps", "onset_steps",
                  "preconditioner", "threads", "train_workers", "seeds", "architecture", "train_epochs", "curve_points",
-                 "dynamics", "skew_scale", "friction", "mass"):
+                 "dynamics", "skew_scale", "friction", "mass", "local_lr"):
         if getattr(args, name) is not None:
             setattr(cfg, name, getattr(args, name))
     if args.skew is not None:
