@@ -6,7 +6,9 @@
 
 Reads ``mutmut results --all true`` (run in the repository root after ``mutmut run``) and the list of equivalent
 mutants in ``docs/mutation_equivalent.txt`` (one ``<mutant name>  # <one-line reason>`` per line: a mutant no test can
-kill because the program's behaviour does not change).  Score per module = killed / (checked mutants - equivalent);
+kill because the program's behaviour does not change; a reason starting "CUDA-only" marks a mutant that changes
+behaviour only on a CUDA device, left out of the score where CUDA is absent).  Score per module = killed / (checked
+mutants - equivalent);
 timeouts count as killed (the mutant hangs: a test notices), "no tests" and "survived" do not; mutants not run yet
 (an interrupted run: ``make mutate`` resumes) are counted apart.  ``--write`` replaces the table
 between the ``<!-- scores -->`` markers of the given file; ``--survivors`` lists the non-equivalent survivors.
@@ -88,21 +90,35 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return max(0.0, mid - half), min(1.0, mid + half)
 
 
-def table(results: dict[str, str], equivalent: dict[str, str]) -> tuple[str, list[str]]:
+CUDA_ONLY = "CUDA-only"     # a reason starting so: the mutant changes behaviour only on a CUDA device
+
+
+def cuda_available() -> bool:
+    try:
+        import torch
+        return bool(torch.cuda.is_available())
+    except Exception:          # no torch here: no CUDA either
+        return False
+
+
+def table(results: dict[str, str], equivalent: dict[str, str], cuda: bool = False) -> tuple[str, list[str]]:
+    """The per-module table and the survivors. Mutants listed with a reason starting "CUDA-only" (a device argument
+    dropped, a branch taken only on CUDA: on a CPU the program is the same) are left out of the score where
+    ``cuda`` is False (counted in the "CUDA-only" column) and scored like any other mutant where it is True."""
     counts = defaultdict(lambda: defaultdict(int))
     survivors = []
     for name, status in results.items():
         mod = module_of(name)
-        if name in equivalent:
-            counts[mod]["equivalent"] += 1
+        if name in equivalent and not (cuda and equivalent[name].startswith(CUDA_ONLY)):
+            counts[mod]["cuda-only" if equivalent[name].startswith(CUDA_ONLY) else "equivalent"] += 1
             continue
         key = {"killed": "killed", "timeout": "killed", "survived": "survived", "no tests": "no tests"}.get(status, status)
         counts[mod][key] += 1
         counts[mod]["timeouts"] += status == "timeout"
         if key in ("survived", "no tests"):
             survivors.append(f"{name}: {status}")
-    lines = ["| module | mutants | checked | killed (timeouts) | survived | no tests | equivalent | score | 95% interval |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| module | mutants | checked | killed (timeouts) | survived | no tests | equivalent | CUDA-only | score | "
+             "95% interval |", "|---|---|---|---|---|---|---|---|---|---|"]
     for mod in sorted(counts):
         c = counts[mod]
         total = sum(v for key, v in c.items() if key != "timeouts")
@@ -112,8 +128,9 @@ def table(results: dict[str, str], equivalent: dict[str, str]) -> tuple[str, lis
         score = c["killed"] / live
         lo, hi = wilson(c["killed"], live)
         flag = "" if score >= GOAL else " (below 90%)"
-        lines.append(f"| `{mod}` | {total} | {live + c['equivalent']} | {c['killed']} ({c['timeouts']}) | {c['survived']} | "
-                     f"{c['no tests']} | {c['equivalent']} | {score:.0%}{flag} | {lo:.0%}-{hi:.0%} |")
+        lines.append(f"| `{mod}` | {total} | {live + c['equivalent'] + c['cuda-only']} | {c['killed']} ({c['timeouts']}) | "
+                     f"{c['survived']} | {c['no tests']} | {c['equivalent']} | {c['cuda-only']} | {score:.0%}{flag} | "
+                     f"{lo:.0%}-{hi:.0%} |")
     return "\n".join(lines), sorted(survivors)
 
 
@@ -136,7 +153,7 @@ def main(argv=None) -> int:
     if not results:
         print("no mutmut results: run `mutmut run` (make mutate) first", file=sys.stderr)
         return 2
-    text, survivors = table(results, read_equivalent())
+    text, survivors = table(results, read_equivalent(), cuda_available())
     print(text)
     if a.survivors:
         print("\n".join(survivors))
