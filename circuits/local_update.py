@@ -48,7 +48,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .noise.arrays import AnalogArray, apply_pulses
+from .noise.arrays import AnalogArray, apply_pulse_counts, apply_pulses
 
 __all__ = ["PulseUpdateConfig", "row_scales", "coincidences", "layer_rows", "EdgeRecorder", "apply_counts",
            "local_update", "Transfer", "MAPPED_LAYERS"]
@@ -143,20 +143,22 @@ def coincidences(a: torch.Tensor, d: torch.Tensor, eta: float, dw: float, cfg: P
         return _poisson_counts(pa, pd, sa, sd, bl.to(a.dtype)[:, None], gen)
     net = a.new_zeros(d.shape[1], a.shape[1])
     tot = torch.zeros_like(net)
-    L = int(bl.max()) if bl.numel() else 0
-    per_row = max(L * (a.shape[1] + d.shape[1]), 1)
-    step = max(1, cfg.chunk // per_row)
-    slots = torch.arange(L, device=a.device)
-    for s in range(0, a.shape[0], step):
-        sl = slice(s, s + step)
-        live = (slots[None, :] < bl[sl, None]).to(a.dtype)[:, :, None]          # (r, L, 1): the row's BL_r slots
-        r = live.shape[0]
-        kw = dict(generator=gen, dtype=a.dtype, device=a.device)
-        A = (torch.rand(r, L, a.shape[1], **kw) < pa[sl, None, :]).to(a.dtype) * live
-        D = (torch.rand(r, L, d.shape[1], **kw) < pd[sl, None, :]).to(a.dtype) * live
-        A, D = A.reshape(-1, a.shape[1]), D.reshape(-1, d.shape[1])
-        net += (D * sd[sl].repeat_interleave(L, 0)).T @ (A * sa[sl].repeat_interleave(L, 0))
-        tot += D.T @ A
+    kw = dict(generator=gen, dtype=a.dtype, device=a.device)
+    # rows grouped by their train length BL_r (bl management makes most rows short): each group draws exactly its
+    # BL_r slots per row -- sum_r BL_r (in + out) uniforms, not rows x max BL
+    for L in torch.unique(bl).tolist():
+        if L == 0:
+            continue                                     # a row with a zero edge sends no pulses
+        rows = torch.nonzero(bl == L).flatten()
+        step = max(1, cfg.chunk // max(L * (a.shape[1] + d.shape[1]), 1))
+        for s in range(0, rows.numel(), step):
+            idx = rows[s:s + step]
+            r = idx.numel()
+            A = (torch.rand(r, L, a.shape[1], **kw) < pa[idx, None, :]).to(a.dtype)
+            D = (torch.rand(r, L, d.shape[1], **kw) < pd[idx, None, :]).to(a.dtype)
+            A, D = A.reshape(-1, a.shape[1]), D.reshape(-1, d.shape[1])
+            net += (D * sd[idx].repeat_interleave(L, 0)).T @ (A * sa[idx].repeat_interleave(L, 0))
+            tot += D.T @ A
     return (tot + net) / 2, (tot - net) / 2
 
 
@@ -280,16 +282,19 @@ def apply_counts(array: AnalogArray, name: str, up: torch.Tensor, down: torch.Te
     each device moves by its own steps (``apply_pulses``: noise, bounds, soft bounds), up pulses first. Devices that
     received a pulse restart their drift clock (as ``AnalogArray.pulse_update``)."""
     integral = bool(torch.equal(up, up.round()) and torch.equal(down, down.round()))
-    # integer counts (drawn / Poisson) need no rounding draw; expected counts are rounded by the device's rule
-    dev = dataclasses.replace(array.pulsed, max_pulses=None, **({"rounding": "deterministic"} if integral else {}))
+    dev = dataclasses.replace(array.pulsed, max_pulses=None)
     sc = array.scale[name]
     u = array.stored[name] / sc
     hi, lo = array.w_hi.get(name), array.w_lo.get(name)
     su, sdn = array.step_up[name], array.step_down[name]
-    su_t = torch.as_tensor(su, dtype=u.dtype).expand_as(u)
-    sd_t = torch.as_tensor(sdn, dtype=u.dtype).expand_as(u)
-    u, n_up = apply_pulses(u, up * su_t, dev, su, sdn, gen, hi, lo)
-    u, n_dn = apply_pulses(u, -down * sd_t, dev, su, sdn, gen, hi, lo)
+    if integral:      # drawn / Poisson counts: sent as they are (no rounding draw)
+        u, n_up = apply_pulse_counts(u, up, su, dev, gen, hi, lo)
+        u, n_dn = apply_pulse_counts(u, -down, sdn, dev, gen, hi, lo)
+    else:             # expected counts: rounded to pulses by the device's rule
+        su_t = torch.as_tensor(su, dtype=u.dtype).expand_as(u)
+        sd_t = torch.as_tensor(sdn, dtype=u.dtype).expand_as(u)
+        u, n_up = apply_pulses(u, up * su_t, dev, su, sdn, gen, hi, lo)
+        u, n_dn = apply_pulses(u, -down * sd_t, dev, su, sdn, gen, hi, lo)
     array.stored[name] = u * sc
     hit = (n_up != 0) | (n_dn != 0)
     array.t_write[name] = torch.where(hit, torch.full_like(u, array.clock), array.t_write[name])

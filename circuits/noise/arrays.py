@@ -56,7 +56,7 @@ from ..timescales import derive_seed
 __all__ = ["AnalogArray", "PulsedDevice", "apply_pulses", "stochastic_round", "read_noise_std",
            "transposed_read_noise_std", "ReadNoiseHooks", "pcm_programming_std", "pcm_drift_nu_moments",
            "pcm_accumulated_noise_std", "pair_conductances", "WEIGHT_DEVICE_TYPES", "READS", "MAPPINGS",
-           "PCM_T_READ", "AIHWKIT_PULSED_SPREADS"]
+           "PCM_T_READ", "AIHWKIT_PULSED_SPREADS", "apply_pulse_counts"]
 
 WEIGHT_DEVICE_TYPES = ("weight_programming", "drift", "weight_read", "pulsed")
 READS = ("forward", "backward", "both")   # which array reads get read noise (``weight_read`` source's ``reads``)
@@ -210,14 +210,23 @@ def apply_pulses(u: torch.Tensor, du: torch.Tensor, dev: PulsedDevice, step_up: 
         plus the cycle-to-cycle term step c sqrt(|n|) xi (1 - u / b) (noise of each pulse at the
         starting slope: first order in step / |b|).
     """
-    hi = dev.w_max if w_max is None else torch.as_tensor(w_max, dtype=u.dtype, device=u.device)
-    lo = dev.w_min if w_min is None else torch.as_tensor(w_min, dtype=u.dtype, device=u.device)
     step = torch.where(du >= 0, torch.as_tensor(step_up, dtype=u.dtype, device=u.device),
                        torch.as_tensor(step_down, dtype=u.dtype, device=u.device))
     a = du / step
     n = stochastic_round(a, gen) if dev.rounding == "stochastic" else torch.round(a)
     if dev.max_pulses is not None:
         n = n.clamp(-dev.max_pulses, dev.max_pulses)
+    return apply_pulse_counts(u, n, step, dev, gen, w_max, w_min)
+
+
+def apply_pulse_counts(u: torch.Tensor, n: torch.Tensor, step: torch.Tensor | float, dev: PulsedDevice,
+                       gen: torch.Generator | None, w_max: torch.Tensor | float | None = None,
+                       w_min: torch.Tensor | float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Send ``n`` pulses (signed integer counts, device units) of size ``step`` (each device's up step where n > 0,
+    its down step where n < 0) to devices at ``u``; returns (u', n). The pulse arithmetic of :func:`apply_pulses`
+    (which rounds a desired update to counts first); the local rule (``circuits.local_update``) has its counts."""
+    hi = dev.w_max if w_max is None else torch.as_tensor(w_max, dtype=u.dtype, device=u.device)
+    lo = dev.w_min if w_min is None else torch.as_tensor(w_min, dtype=u.dtype, device=u.device)
     m = n.abs()
     noise = None
     if dev.dw_min_std > 0:
