@@ -357,3 +357,87 @@ def test_device_arguments_keep_their_tensors_on_cuda():
     arr = AnalogArray({"w": w}, drift=_Drift(nu=0.05), seed=1)
     arr.read("w", 10.0)
     assert arr.__dict__.get("_log_age")             # the uniform-age fast path ran on CUDA
+
+
+# ------------------------------------------------------------------ second batch (the run's last survivors) ----
+
+def test_linear_feedback_is_noise_free_by_default_and_seeded_with_read_noise():
+    """circuits.kernels_linear.linear_feedback: eps W by default; with read_sigma the noise comes from ``gen``
+    (the same seed gives the same product whatever the global stream) and has std sigma_r ||eps|| per entry."""
+    from circuits.kernels_linear import linear_feedback
+    dec = nn.Linear(3, 400).double()
+    eps = torch.randn(6, 400, generator=torch.Generator().manual_seed(1), dtype=F64)
+    want = eps @ dec.weight.detach()
+    torch.testing.assert_close(linear_feedback(dec, None, eps), want, rtol=0, atol=0)
+    runs = []
+    for s in (1, 2):
+        torch.manual_seed(s)
+        runs.append(linear_feedback(dec, None, eps, read_sigma=0.1, gen=torch.Generator().manual_seed(4)))
+    assert torch.equal(runs[0], runs[1])
+    z = (runs[0] - want) / (0.1 * eps.norm(dim=1, keepdim=True))
+    assert float(z.abs().max()) > 0.1 and float(z.std()) < 3
+
+
+def test_folded_linear_kernels_say_why_they_cannot_run_a_preconditioned_circuit():
+    from circuits.kernels_linear import plain_unsupported
+    model, _ = linear_model(3, 5, sigma=0.5, seed=1)
+    c = Circuit(model, CircuitConfig(dt=1e-4, noise="ideal", precondition=0.25))
+    assert plain_unsupported(c, False) == "gain units (preconditioning)"
+
+
+def test_noise_model_keeps_no_timescales_unless_given_and_names_a_bad_source_list():
+    assert NoiseModel([{"type": "thermal"}]).timescales is None
+    with pytest.raises(TypeError, match=r"^sources must be a list of noise sources \(dicts or NoiseSource objects\)$"):
+        NoiseModel("thermal")
+
+
+def test_sampler_errors_name_the_sampler_by_default():
+    from neuro_lpc.dynamics import check_dynamics
+    with pytest.raises(ValueError, match=r"^LangevinSampler: dynamics must be one of"):
+        check_dynamics("bad")
+
+
+def test_model_and_likelihood_refuse_non_positive_or_infinite_scales():
+    for bad in (0.0, -1.0, float("inf")):       # the one-line refusal, not a math domain error further on
+        with pytest.raises(ValueError, match=r"^GaussianLikelihood: sigma must be a positive finite number"):
+            GaussianLikelihood(bad)
+        with pytest.raises(ValueError):
+            GenerativeModel(nn.Linear(3, 5), GaussianLikelihood(0.5), prior_std=bad)
+    with pytest.raises(ValueError, match=r"^cannot infer the latent dimension from the decoder: pass latent_dim=$"):
+        GenerativeModel(nn.Sequential(nn.Tanh()), GaussianLikelihood(0.5))
+    model, _ = linear_model(3, 5, sigma=0.5, seed=1)
+    with pytest.raises(TypeError, match=r"^x must be a torch.Tensor, got list$"):
+        model.check_inputs([1.0])
+
+
+def test_image_checks_refuse_empty_batches_and_wrong_ranks_naming_the_input():
+    from neuro_lpc.metrics._util import _check_images
+    from neuro_lpc.metrics.frechet import frechet_distance_features
+    assert _check_images(torch.zeros(2, 1, 4, 4), (1,)).shape == (2, 1, 4, 4)
+    for bad in (torch.zeros(0, 1, 4, 4), torch.zeros(4, 1, 28), torch.zeros(2, 1, 4, 4, 1)):
+        with pytest.raises(ValueError, match=r"^images must be \(N, C, H, W\)"):
+            _check_images(bad, (1,))
+    with pytest.raises(ValueError, match=r"^fake_features must be \(N, D\)"):
+        frechet_distance_features(np.zeros(3), np.zeros((4, 2)))
+
+
+def test_inception_pool_conversion_keeps_ceil_mode():
+    from types import SimpleNamespace
+
+    from neuro_lpc.metrics.inception import _pool
+    for name in ("MaxPool2d", "AvgPool2d"):
+        layer = SimpleNamespace(original_name=name, kernel_size=3, stride=2, padding=0, ceil_mode=True,
+                                count_include_pad=False)
+        pool = _pool(layer)
+        assert pool.ceil_mode is True and pool(torch.zeros(1, 1, 8, 8)).shape[-1] == 4      # ceil((8 - 3) / 2) + 1
+
+
+def test_inception_precision_reason_on_an_x86_cpu_without_native_bf16(monkeypatch):
+    import neuro_lpc.metrics.inception as I
+    monkeypatch.setattr(I, "cpu_bf16_capabilities", lambda: ())
+    monkeypatch.setattr(I, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"architecture": "x86_64"}, raising=False)
+    assert "auto on a CPU without native bf16" in I.precision_reason("auto", "cpu")
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"architecture": "aarch64"}, raising=False)
+    assert "auto on a aarch64 CPU" in I.precision_reason("auto", "cpu")
