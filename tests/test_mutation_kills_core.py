@@ -441,3 +441,24 @@ def test_inception_precision_reason_on_an_x86_cpu_without_native_bf16(monkeypatc
     assert "auto on a CPU without native bf16" in I.precision_reason("auto", "cpu")
     monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"architecture": "aarch64"}, raising=False)
     assert "auto on a aarch64 CPU" in I.precision_reason("auto", "cpu")
+
+
+def test_atomic_write_creates_folders_and_writes_through_a_hidden_temporary(tmp_path):
+    """neuro_lpc.metrics._util._atomic_write: missing parent folders are made; while writing, the data sit in a hidden
+    ``.<name>.*.tmp`` beside the target (never a name a cache lookup matches), which a failed write removes."""
+    from neuro_lpc.metrics._util import _atomic_write
+    target = tmp_path / "a" / "b" / "f.pt"
+    seen = []
+
+    def write(f):
+        seen.extend(p.name for p in target.parent.iterdir())
+        f.write(b"ok")
+    _atomic_write(target, write)
+    assert target.read_bytes() == b"ok"
+    assert len(seen) == 1 and seen[0].startswith(".f.pt.") and seen[0].endswith(".tmp")
+
+    def fail(f):
+        raise RuntimeError("disk full")
+    with pytest.raises(RuntimeError):
+        _atomic_write(tmp_path / "a" / "b" / "g.pt", fail)
+    assert sorted(p.name for p in target.parent.iterdir()) == ["f.pt"]
