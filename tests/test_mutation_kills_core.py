@@ -462,3 +462,18 @@ def test_atomic_write_creates_folders_and_writes_through_a_hidden_temporary(tmp_
     with pytest.raises(RuntimeError):
         _atomic_write(tmp_path / "a" / "b" / "g.pt", fail)
     assert sorted(p.name for p in target.parent.iterdir()) == ["f.pt"]
+
+
+def test_tau_theta_is_checked_even_offline_and_warned_about_only_below_ten_tau_z():
+    """CircuitTrainConfig: tau_theta must be > 0 seconds (or None / inf) whether or not online; online with
+    tau_theta < 10 tau_z warns (the rule then follows single samples), at 10 tau_z it does not."""
+    import warnings
+
+    from circuits.learn import CircuitTrainConfig
+    with pytest.raises(ValueError, match="tau_theta"):
+        CircuitTrainConfig(tau_theta=-1.0).validate()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        CircuitTrainConfig(online=True, tau_theta=0.1, tau_z=0.01).validate()           # exactly 10 tau_z
+    with pytest.warns(UserWarning, match="not much slower than tau_z"):
+        CircuitTrainConfig(online=True, tau_theta=0.099, tau_z=0.01).validate()
