@@ -477,3 +477,30 @@ def test_tau_theta_is_checked_even_offline_and_warned_about_only_below_ten_tau_z
         CircuitTrainConfig(online=True, tau_theta=0.1, tau_z=0.01).validate()           # exactly 10 tau_z
     with pytest.warns(UserWarning, match="not much slower than tau_z"):
         CircuitTrainConfig(online=True, tau_theta=0.099, tau_z=0.01).validate()
+
+
+def test_duplicate_fraction_compares_equal_numbers_of_fake_and_real_points():
+    """metrics.diversity.duplicate_fraction: both sets are cut to n = min(M, N, max_n) rows. With M = N = n every point
+    is used, so the answer is the closed form on the whole sets (independent of the subset's order): fakes whose nearest
+    other fake is within ratio x the median real NN distance. With fewer fakes (M = 4 < N = 60) the real reference
+    is the (lower) median NN distance of a seeded 4-row subset (numpy default_rng(seed).choice, the documented seeding), not of
+    all 60 rows."""
+    from neuro_lpc.metrics.diversity import duplicate_fraction
+
+    def nn(a):
+        d = np.linalg.norm(a[:, None] - a[None], axis=-1)
+        np.fill_diagonal(d, np.inf)
+        return d.min(1)
+
+    def lower_median(v):                     # torch.median's: the lower of the two middle values
+        return np.sort(v)[(len(v) - 1) // 2]
+
+    rng = np.random.default_rng(5)
+    fake, real = rng.normal(size=(10, 2)), rng.normal(size=(10, 2))      # dim 2 < n = 10
+    want = float(np.mean(nn(fake) <= 0.7 * lower_median(nn(real))))
+    assert duplicate_fraction(fake, real, ratio=0.7) == pytest.approx(want)
+    fake4, real60 = rng.normal(size=(4, 3)), rng.normal(size=(60, 3))
+    sub = real60[np.random.default_rng(0).choice(60, 4, replace=False)]
+    want4 = float(np.mean(nn(fake4) <= 1.2 * lower_median(nn(sub))))
+    assert duplicate_fraction(fake4, real60, ratio=1.2, seed=0) == pytest.approx(want4) == 0.5
+    assert lower_median(nn(sub)) > 1.5 * lower_median(nn(real60))    # the subset's reference really differs
