@@ -504,3 +504,39 @@ def test_duplicate_fraction_compares_equal_numbers_of_fake_and_real_points():
     want4 = float(np.mean(nn(fake4) <= 1.2 * lower_median(nn(sub))))
     assert duplicate_fraction(fake4, real60, ratio=1.2, seed=0) == pytest.approx(want4) == 0.5
     assert lower_median(nn(sub)) > 1.5 * lower_median(nn(real60))    # the subset's reference really differs
+
+
+def test_thermal_noise_of_a_float64_circuit_draws_float64_normals():
+    """Thermal source, float64 circuit: the value-unit increment is coef_v xi with xi the generator's float64 normals."""
+    from circuits.noise.units import _Thermal
+    model, _ = linear_model(3, 5, sigma=0.5, seed=1)
+    c = Circuit(model, CircuitConfig(dt=1e-4, noise={"sources": [{"type": "thermal", "value_std": 0.2}]}))
+    th = _Thermal(NoiseModel([{"type": "thermal", "value_std": 0.2}]).sources[0], c.context)
+    th.start(4, torch.Generator().manual_seed(0))
+    out = torch.zeros(4, 3, dtype=F64)
+    th.value_increment(torch.zeros(4, 3, dtype=F64), out, torch.Generator().manual_seed(8))
+    xi = torch.randn(4, 3, generator=torch.Generator().manual_seed(8), dtype=F64)
+    torch.testing.assert_close(out, xi * th.coef_v, rtol=1e-13, atol=0)
+
+
+def test_feature_network_registry_passes_its_arguments_and_names_bad_input(monkeypatch):
+    """make_feature_network("classifier", ...): the data set, root, cache folder and device (default "cpu") reach the
+    classifier's loader; a non-dict noise source and bad features are refused naming what they got."""
+    import neuro_lpc.metrics.evaluate as E
+    from neuro_lpc.metrics.frechet import frechet_distance_se
+    seen = {}
+    monkeypatch.setattr(E.SmallClassifierFeatures, "for_dataset",
+                        classmethod(lambda cls, dataset, root=None, cache_dir=None, device=None:
+                                    seen.update(dataset=dataset, root=root, cache_dir=cache_dir, device=device)))
+    E.make_feature_network("classifier", "mnist", cache_dir="/c", root="/r")
+    assert seen == dict(dataset="mnist", root="/r", cache_dir="/c", device="cpu")
+    with pytest.raises(TypeError, match=r"got int$"):
+        NoiseModel([5])
+    with pytest.raises(ValueError, match=r"^fake_features must be \(N, D\)"):
+        frechet_distance_se(np.zeros(3), np.zeros((4, 2)))
+
+
+def test_a_numeric_noise_parameter_refuses_a_boolean():
+    """NoiseSource: true / false is not a number (bool is an int subclass in Python)."""
+    with pytest.raises(ValueError, match="value_std"):
+        NoiseModel([{"type": "thermal", "value_std": True}])
