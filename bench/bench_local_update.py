@@ -31,7 +31,9 @@ from bench_circuit_training import BATCH, T, _config_kw, batch  # noqa: E402
 
 import torch  # noqa: E402
 
-LR, LOCAL_LR = 2e-3, 2e-4     # the study's Adam rate and its in-memory-local decoder rate (StudyConfig.local_lr)
+from circuits.study.config import LOCAL_LR  # noqa: E402  (the study's in-memory-local decoder rate)
+
+LR = 2e-3     # the study's Adam rate (StudyConfig.lr)
 ROWS = {"ideal": None, "local expected": {"expected": True}, "local poisson": {"trains": "poisson"},
         "local drawn": {}, "local drawn, all grads": {}}
 

@@ -42,7 +42,6 @@ eta |a| |d| > BL dw.)
 from __future__ import annotations
 
 import dataclasses
-import functools
 from dataclasses import dataclass
 
 import torch
@@ -51,7 +50,7 @@ from torch.nn import functional as F
 
 from .noise.arrays import AnalogArray, apply_pulse_counts, apply_pulses
 
-__all__ = ["PulseUpdateConfig", "row_scales", "coincidences", "count_dtype", "layer_rows", "EdgeRecorder", "apply_counts",
+__all__ = ["PulseUpdateConfig", "row_scales", "coincidences", "layer_rows", "EdgeRecorder", "apply_counts",
            "local_update", "Transfer", "MAPPED_LAYERS"]
 
 MAPPED_LAYERS = (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)   # layer types that map onto one array each
@@ -145,25 +144,8 @@ def coincidences(a: torch.Tensor, d: torch.Tensor, eta: float, dw: float, cfg: P
     net = a.new_zeros(d.shape[1], a.shape[1])
     tot = torch.zeros_like(net)
     kw = dict(generator=gen, dtype=a.dtype, device=a.device)
-    cdt = count_dtype(a.device) if COUNT_DTYPE is None else COUNT_DTYPE
     # rows grouped by their train length BL_r (bl management makes most rows short): each group draws exactly its
-    # BL_r slots per row -- sum_r BL_r (in + out) uniforms, not rows x max BL. The slots (0/1 pulses, with the
-    # edges' signs) are stacked and multiplied in products of at most BF16_EXACT slots, whose counts are exact in bf16
-    pending, size = [], 0
-
-    def flush():                                         # the stacked slots' products, <= BF16_EXACT slots each
-        if not pending:
-            return
-        A, sA = torch.cat([p[0] for p in pending]), torch.cat([p[1] for p in pending])
-        D, sD = torch.cat([p[2] for p in pending]), torch.cat([p[3] for p in pending])
-        As, Ds = A * sA, D * sD
-        span = BF16_EXACT if cdt == torch.bfloat16 else A.shape[0]
-        for s in range(0, A.shape[0], span):
-            sl = slice(s, s + span)
-            net.add_((Ds[sl].T @ As[sl]).to(net.dtype))
-            tot.add_((D[sl].T @ A[sl]).to(tot.dtype))
-        pending.clear()
-
+    # BL_r slots per row -- sum_r BL_r (in + out) uniforms, not rows x max BL
     for L in torch.unique(bl).tolist():
         if L == 0:
             continue                                     # a row with a zero edge sends no pulses
@@ -172,39 +154,11 @@ def coincidences(a: torch.Tensor, d: torch.Tensor, eta: float, dw: float, cfg: P
         for s in range(0, rows.numel(), step):
             idx = rows[s:s + step]
             r = idx.numel()
-            pending.append(((torch.rand(r, L, a.shape[1], **kw) < pa[idx, None, :]).to(cdt).reshape(-1, a.shape[1]),
-                            sa[idx].to(cdt).repeat_interleave(L, 0),
-                            (torch.rand(r, L, d.shape[1], **kw) < pd[idx, None, :]).to(cdt).reshape(-1, d.shape[1]),
-                            sd[idx].to(cdt).repeat_interleave(L, 0)))
-            size += r * L * (a.shape[1] + d.shape[1])
-            if size >= cfg.chunk:                         # memory bound: cfg.chunk slot-lines held at once
-                flush()
-                size = 0
-    flush()
+            A = (torch.rand(r, L, a.shape[1], **kw) < pa[idx, None, :]).to(a.dtype).reshape(-1, a.shape[1])
+            D = (torch.rand(r, L, d.shape[1], **kw) < pd[idx, None, :]).to(a.dtype).reshape(-1, d.shape[1])
+            net += (D * sd[idx].repeat_interleave(L, 0)).T @ (A * sa[idx].repeat_interleave(L, 0))
+            tot += D.T @ A
     return (tot + net) / 2, (tot - net) / 2
-
-
-COUNT_DTYPE: torch.dtype | None = None   # None: count_dtype(device); a dtype forces it (tests, benchmarks)
-BF16_EXACT = 256                         # integers up to 2^8 are exact in bfloat16 (8 significand bits)
-
-
-@functools.lru_cache(maxsize=None)
-def _cpu_native_bf16() -> bool:
-    from neuro_lpc.metrics.inception import cpu_has_native_bf16
-    return cpu_has_native_bf16()
-
-
-def count_dtype(device) -> torch.dtype:
-    """The dtype of the drawn trains' coincidence products: bfloat16 where the hardware multiplies it natively (CUDA;
-    a CPU with AMX-BF16 / AVX512-BF16, ``neuro_lpc.metrics.inception.cpu_has_native_bf16``), else float32. Exact
-    either way: the pulses are 0 / +-1, bf16 products accumulate in float32, and each product sums at most
-    ``BF16_EXACT`` slots so its counts are exact in its bf16 output. Measured on a 2-core Xeon with AMX: a
-    900 x 784 by 900 x 512 product 0.49 ms in bf16 against 4.7 ms in float32 (bench/RESULTS.md); emulated bf16
-    (AVX2 only) is slower than float32, hence the check."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.bfloat16
-    return torch.bfloat16 if device.type == "cpu" and _cpu_native_bf16() else torch.float32
 
 
 def _poisson_counts(pa, pd, sa, sd, bl, gen):

@@ -39,6 +39,7 @@ import torch
 from neuro_lpc.errors import DivergenceError
 
 from .study import StudyConfig, fit_cached, posterior_summary, train_config
+from .study.config import LOCAL_LR
 
 SWEEPS = ("temperature", "noise", "step", "tau", "sources", "learning-sources", "deploy-time", "dynamics", "devices")
 DEFAULT_SWEEPS = SWEEPS[:-2]     # "dynamics" and "devices" (long: their own trainings) run only when named
@@ -65,8 +66,7 @@ class SweepConfig:
     n_samples: int = 500
     seeds: int = 1                 # dynamics sweep (--train): training seeds per family
     dyn_steps: int = 20000         # dynamics sweep: steps (= gradient evaluations) of each decoder chain
-    local_lr: float = 2e-4         # devices sweep: the decoder's rate (local rule and the twin's plain SGD): the largest
-                                   # of 3e-5 / 1e-4 / 2e-4 / 3e-4 at which the twin trains (3e-4 diverges; learning_modes.md)
+    local_lr: float = LOCAL_LR     # devices sweep: the decoder's rate (local rule and the twin's plain SGD), the study's
 
     def validate(self) -> "SweepConfig":
         """Every field's type and range (one-line ValueError naming it), before any work; returns self."""
@@ -385,8 +385,9 @@ def build_parser():
     p.add_argument("--train-batches", type=int, default=60, help="learning-sources sweep: batches per training")
     p.add_argument("--seeds", type=int, default=1, help="dynamics sweep with --train: training seeds per family; "
                                                          "devices sweep: training seeds per row")
-    p.add_argument("--local-lr", type=float, default=2e-4,
-                   help="devices sweep: the decoder's learning rate of the local rule and of its plain-SGD twin")
+    p.add_argument("--local-lr", type=float, default=LOCAL_LR,
+                   help=f"devices sweep: the decoder's learning rate of the local rule and of its plain-SGD twin "
+                        f"(default {LOCAL_LR:g})")
     p.add_argument("--dyn-steps", type=int, default=20000, help="dynamics sweep: gradient evaluations per chain")
     return p
 

@@ -250,8 +250,9 @@ class Trainer:
 
     def _set_lr(self) -> None:
         f = self.lr_factor()
+        c = self.config
         for i, group in enumerate(self.optimizer.param_groups):   # group 0: the decoder's where decoder_lr is set
-            group["lr"] = self.decoder_rate() if i == 0 and self.config.decoder_lr is not None else self.config.lr * f
+            group["lr"] = (c.decoder_lr if i == 0 and c.decoder_lr is not None else c.lr) * f
 
     # ---------------------------------------------------------- checkpoints
     def rng_generators(self) -> dict[str, torch.Generator]:

@@ -483,24 +483,3 @@ def test_leaving_the_array_weights_autograd_gradients_out_changes_nothing(animal
     for n in out[True]:
         torch.testing.assert_close(out[True][n], out[False][n], rtol=0, atol=1e-6, msg=n)
 
-
-def test_bf16_coincidence_products_equal_float32_ones_exactly(monkeypatch):
-    """The drawn trains' products in bfloat16 (``count_dtype``: where the hardware has native bf16) give exactly the
-    float32 counts from the same draws -- including devices whose count exceeds bf16's exact integers (256) within
-    one layer update (rows of BL 31 with p ~ 1: products are chunked to <= 256 slots); and the automatic choice
-    follows the CPU's native bf16."""
-    import circuits.local_update as lu
-    from neuro_lpc.metrics.inception import cpu_has_native_bf16
-
-    g = torch.Generator().manual_seed(0)
-    a = torch.rand(60, 9, generator=g, dtype=torch.float32) * 2 - 1
-    d = torch.rand(60, 7, generator=g, dtype=torch.float32) * 2 - 1
-    cfg = PulseUpdateConfig(update_management=False)
-    out = {}
-    for dt in (torch.float32, torch.bfloat16):
-        monkeypatch.setattr(lu, "COUNT_DTYPE", dt)
-        out[dt] = lu.coincidences(a, d, 50.0, 1e-2, cfg, torch.Generator().manual_seed(3))   # saturated: p = 1
-    for k in (0, 1):
-        assert torch.equal(out[torch.float32][k], out[torch.bfloat16][k])
-    assert float((out[torch.float32][0] + out[torch.float32][1]).max()) > 256
-    assert lu.count_dtype("cpu") == (torch.bfloat16 if cpu_has_native_bf16() else torch.float32)

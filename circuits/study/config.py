@@ -11,7 +11,8 @@ FEATURES = ("auto", "classifier", "inception")
 PRECONDITIONERS = ("adam", "frozen")
 ARCHITECTURE_CHOICES = ("auto", "mlp", "conv")
 STUDY_MODES = ("hardware-aware", "deploy", "in-memory", "in-memory-local")   # --learning all, in table order
-LOCAL_LR = 2e-4        # StudyConfig.local_lr: set from the plain-SGD twin's lr sweep (docs/learning_modes.md)
+LOCAL_LR = 2e-4        # StudyConfig.local_lr: the largest of 3e-5 / 1e-4 / 2e-4 / 3e-4 at which the plain-SGD twin
+                       # trained at the main job's budget (3e-4 diverged; docs/learning_modes.md)
 
 # The budgets of the study (``--budget``): the fields each one sets (a flag given on the command line, or a field set
 # away from its default in code, wins).  Sizes and measurements: docs/study.md ("budgets") and bench/RESULTS.md.

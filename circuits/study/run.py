@@ -19,7 +19,7 @@ from neuro_lpc.errors import CheckpointError, DivergenceError
 
 from . import posterior as post_mod
 from . import quality
-from .config import DEFAULT_NOISE, StudyConfig, StudyError, check_inputs, resolve_noise
+from .config import DEFAULT_NOISE, LOCAL_LR, StudyConfig, StudyError, check_inputs, resolve_noise
 from .methods import StudyContext, default_methods, noise_label, with_seed_replicas
 from .report import add_row, render_markdown, verdict
 from .train import NotRun
@@ -587,8 +587,8 @@ def build_parser():
                    help="analog learning modes of the circuit rows: deploy | hardware-aware | in-memory | "
                         "in-memory-local, a comma list, or all (default: hardware-aware,deploy -- the in-memory modes add a "
                         "circuit training each); matters when the noise model has weight devices (circuits.modes)")
-    p.add_argument("--local-lr", type=float, help="the in-memory-local row's learning rate (plain SGD on the arrays; "
-                                                  "default 2e-4)")
+    p.add_argument("--local-lr", type=float, help=f"the in-memory-local row's learning rate (plain SGD on the arrays; "
+                                                  f"default {LOCAL_LR:g})")
     p.add_argument("--skip", default="", help="comma-separated method rows not to run, e.g. vae-wall,pc (reported as not run)")
     p.add_argument("--threads", type=int, help="torch threads for training and sampling (default 1: on a shared 2-core CPU "
                                                "a second thread slows batch-64 steps several-fold; metrics use all cores)")
